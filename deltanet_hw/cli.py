@@ -1,0 +1,154 @@
+"""Command line: ``deltanet-hw SUBCOMMAND ...`` (also ``python -m deltanet_hw``).
+
+Every subcommand prints human-readable text, or one JSON object with ``--json``. Errors exit with
+status 2 and one readable line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from .config import PRESETS, load_config
+
+__all__ = ["main"]
+
+
+class CliError(Exception):
+    """An error to report as one line and a non-zero exit."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        raise CliError(f"{self.prog}: {message}")
+
+
+def _add_config_args(p: argparse.ArgumentParser, *, positional: bool = False) -> None:
+    help_ = f"preset ({', '.join(PRESETS)}) or a config FILE.json"
+    if positional:
+        p.add_argument("config", metavar="NAME", help=help_)
+    else:
+        p.add_argument("--config", required=True, metavar="NAME", help=help_)
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override one config field (repeatable), e.g. --set d_k=32",
+    )
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+    return value
+
+
+def _cmd_config_show(args) -> dict | str:
+    cfg = load_config(args.config, args.set)
+    if args.json:
+        return cfg.to_dict()
+    lines = [f"{k:14} {v}" for k, v in cfg.to_dict().items() if k != "schema"]
+    lines.append(f"{'query_scale':14} {cfg.query_scale:.6g}  (derived)")
+    lines.append(f"{'multipliers':14} {cfg.multipliers}  (derived)")
+    return "\n".join(lines)
+
+
+def _cmd_config_list(args) -> dict | str:
+    rows = {name: cfg.to_dict() for name, cfg in PRESETS.items()}
+    if args.json:
+        return rows
+    return "\n".join(
+        f"{n:6} d_k={c.d_k} d_v={c.d_v} chunk={c.chunk_size} heads={c.heads} "
+        f"array={c.array_rows}x{c.array_cols}"
+        for n, c in PRESETS.items()
+    )
+
+
+def _cmd_golden(args) -> dict | str:
+    from .golden import chunk_delta_rule, recurrent_delta_rule
+    from .golden.vectors import random_inputs, rel_rms
+
+    cfg = load_config(args.config, args.set)
+    heads = args.heads or cfg.heads
+    inputs = random_inputs(cfg, args.tokens, heads=heads, seed=args.seed)
+    common = dict(scale=cfg.query_scale, output_final_state=True, use_qk_l2norm_in_kernel=True)
+    t0 = time.perf_counter()
+    o_rec, s_rec = recurrent_delta_rule(**inputs, **common)
+    t1 = time.perf_counter()
+    o_chk, s_chk = chunk_delta_rule(**inputs, **common, chunk_size=cfg.chunk_size)
+    t2 = time.perf_counter()
+    result = {
+        "config": cfg.name,
+        "tokens": args.tokens,
+        "heads": heads,
+        "seed": args.seed,
+        "chunk_size": cfg.chunk_size,
+        "gated": cfg.gated,
+        "rel_rms_o_chunk_vs_recurrent": rel_rms(o_chk, o_rec),
+        "rel_rms_state_chunk_vs_recurrent": rel_rms(s_chk, s_rec),
+        "seconds_recurrent": t1 - t0,
+        "seconds_chunk": t2 - t1,
+        "tokens_per_s_recurrent": args.tokens / (t1 - t0),
+        "tokens_per_s_chunk": args.tokens / (t2 - t1),
+    }
+    if args.json:
+        return result
+    return "\n".join(
+        f"{k:34} {v:.4g}" if isinstance(v, float) else f"{k:34} {v}" for k, v in result.items()
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="deltanet-hw",
+        description=__doc__.splitlines()[0] + " Design, verify and measure hardware for DeltaNet.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p_config = sub.add_parser("config", help="show core configurations")
+    config_sub = p_config.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    p_show = config_sub.add_parser("show", help="print one configuration (preset or file)")
+    _add_config_args(p_show, positional=True)
+    p_show.add_argument("--json", action="store_true", help="print the config as JSON")
+    p_show.set_defaults(func=_cmd_config_show)
+    p_list = config_sub.add_parser("list", help="list the presets")
+    p_list.add_argument("--json", action="store_true", help="print one JSON object")
+    p_list.set_defaults(func=_cmd_config_list)
+
+    p_golden = sub.add_parser(
+        "golden",
+        help="run random valid inputs through the float64 recurrent and chunkwise models",
+        description="Run random valid inputs (L2-normalised q, k; beta from the config's beta "
+        "mode; "
+        "gates when gated) through the float64 recurrent and chunkwise models and print their "
+        "relative RMS difference and speed.",
+    )
+    _add_config_args(p_golden)
+    p_golden.add_argument("--tokens", type=_positive, default=1000, help="sequence length T")
+    p_golden.add_argument(
+        "--heads", type=_positive, default=None, help="number of heads (default: the config's)"
+    )
+    p_golden.add_argument("--seed", type=int, default=0, help="random seed")
+    p_golden.add_argument("--json", action="store_true", help="print one JSON object")
+    p_golden.set_defaults(func=_cmd_golden)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        result = args.func(args)
+    except (CliError, ValueError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        prefix = "" if isinstance(exc, CliError) else "deltanet-hw: error: "
+        print(f"{prefix}{msg}", file=sys.stderr)
+        return 2
+    print(json.dumps(result) if isinstance(result, dict) else result)
+    return 0

@@ -1,0 +1,293 @@
+"""Core configuration: everything a DeltaNet core is, validated in one place.
+
+A :class:`CoreConfig` decides the head dimensions, the chunk size, the array shape and the layer
+options (feature map, normalisation, beta mode, gating). Every artifact the toolkit writes (golden
+runs, Verilog, simulations, reports) records the exact config through :meth:`CoreConfig.to_json`.
+
+Named presets (ARCHITECTURE.md section 5):
+
+``tiny``
+    d_k = d_v = 16, chunk 16, 4x4 array: fast unit and CI simulations.
+``ice40``
+    d_k = d_v = 16, chunk 16, 2x4 array: the 8 SB_MAC16 of an iCEBreaker (iCE40UP5K).
+``small``
+    d_k = d_v = 64, chunk 32, 8x8 array, 4 heads: the benchmark configuration.
+``ecp5``
+    d_k = d_v = 128, chunk 64, 12x12 array: the largest core for a ULX3S-85F (156 MULT18X18D).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BETA_MODES",
+    "FEATURE_MAPS",
+    "PRESETS",
+    "QK_NORMS",
+    "CoreConfig",
+    "load_config",
+    "parse_override",
+    "preset",
+]
+
+FEATURE_MAPS = ("silu", "relu", "elu1", "identity")
+QK_NORMS = ("l2", "sum")
+BETA_MODES = ("sigmoid", "constant", "neg_eigval")
+
+# Allowed ranges of the integer fields, inclusive: the single table validation reads.
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "d_k": (1, 512),
+    "d_v": (1, 512),
+    "chunk_size": (1, 256),
+    "heads": (1, 64),
+    "max_tokens": (1, 1 << 24),
+    "array_rows": (1, 32),
+    "array_cols": (1, 32),
+    "conv_size": (1, 8),
+}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "feature_map": FEATURE_MAPS,
+    "qk_norm": QK_NORMS,
+    "beta_mode": BETA_MODES,
+}
+_SCHEMA = "deltanet-hw/core-config/1"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoreConfig:
+    """Parameters of one DeltaNet core.
+
+    Parameters
+    ----------
+    name : str
+        Label recorded in artifacts (a preset name, or ``"custom"``).
+    d_k, d_v : int
+        Key and value head dimensions; the state of one head is d_k x d_v ("key-major", as fla).
+    chunk_size : int
+        Tokens per chunk of the chunkwise (WY) algorithm.
+    heads : int
+        Number of delta-rule heads the core processes (interleaved).
+    max_tokens : int
+        Longest sequence the core accepts (the bound of its length register).
+    array_rows, array_cols : int
+        Shape of the systolic MAC array (R x C multipliers).
+    feature_map : str
+        Activation applied to q and k: ``silu``, ``relu``, ``elu1`` (1 + ELU) or ``identity``.
+    qk_norm : str
+        ``l2`` (x / sqrt(sum x^2 + 1e-6), as fla) or ``sum`` (x / sum x).
+    short_conv : bool
+        Causal depthwise short convolution on q, k, v before the feature map.
+    conv_size : int
+        Kernel size of that convolution (fla: 4).
+    beta_mode : str
+        ``sigmoid`` (beta = sigmoid(logit)), ``constant`` (beta = beta_constant) or
+        ``neg_eigval`` (beta = 2 sigmoid(logit), allows negative eigenvalues).
+    beta_constant : float
+        The beta used in ``constant`` mode, in (0, 2].
+    gated : bool
+        Gated DeltaNet: the state decays by alpha_t = exp(g_t) before each write.
+    scale : float or None
+        Query scale; ``None`` means d_k ** -0.5.
+    """
+
+    name: str = "custom"
+    d_k: int = 16
+    d_v: int = 16
+    chunk_size: int = 16
+    heads: int = 2
+    max_tokens: int = 4096
+    array_rows: int = 4
+    array_cols: int = 4
+    feature_map: str = "silu"
+    qk_norm: str = "l2"
+    short_conv: bool = True
+    conv_size: int = 4
+    beta_mode: str = "sigmoid"
+    beta_constant: float = 1.0
+    gated: bool = False
+    scale: float | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name must be a non-empty string, not {self.name!r}")
+        for field, (lo, hi) in _INT_RANGES.items():
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise ValueError(f"{field} must be an integer in [{lo}, {hi}], not {value!r}")
+        for field, allowed in _CHOICES.items():
+            value = getattr(self, field)
+            if value not in allowed:
+                raise ValueError(f"{field} must be one of {', '.join(allowed)}; not {value!r}")
+        for field in ("short_conv", "gated"):
+            if not isinstance(getattr(self, field), bool):
+                raise ValueError(f"{field} must be true or false, not {getattr(self, field)!r}")
+        if not _is_real(self.beta_constant) or not 0.0 < self.beta_constant <= 2.0:
+            raise ValueError(
+                f"beta_constant must be a number in (0, 2], not {self.beta_constant!r}"
+            )
+        if self.scale is not None and (
+            not _is_real(self.scale) or not math.isfinite(self.scale) or self.scale <= 0
+        ):
+            raise ValueError(f"scale must be a finite number > 0 or null, not {self.scale!r}")
+        if self.chunk_size > self.max_tokens:
+            raise ValueError(
+                f"chunk_size must be <= max_tokens ({self.max_tokens}), not {self.chunk_size}"
+            )
+
+    # -- derived quantities ------------------------------------------------------------------
+    @property
+    def query_scale(self) -> float:
+        """The scale applied to q: ``scale`` or d_k ** -0.5."""
+        return self.d_k**-0.5 if self.scale is None else float(self.scale)
+
+    @property
+    def multipliers(self) -> int:
+        """Multipliers in the MAC array (R x C)."""
+        return self.array_rows * self.array_cols
+
+    # -- construction ------------------------------------------------------------------------
+    def replace(self, **overrides: Any) -> CoreConfig:
+        """Return a copy with some fields changed (validated again)."""
+        unknown = sorted(set(overrides) - set(field_names()))
+        if unknown:
+            raise ValueError(
+                f"unknown config field {unknown[0]!r}; fields: {', '.join(field_names())}"
+            )
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": _SCHEMA, **dataclasses.asdict(self)}
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CoreConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"a config must be a JSON object, not {type(data).__name__}")
+        data = dict(data)
+        schema = data.pop("schema", _SCHEMA)
+        if schema != _SCHEMA:
+            raise ValueError(f"schema must be {_SCHEMA!r}, not {schema!r}")
+        unknown = sorted(set(data) - set(field_names()))
+        if unknown:
+            raise ValueError(
+                f"unknown config field {unknown[0]!r}; fields: {', '.join(field_names())}"
+            )
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> CoreConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"config JSON is not valid: {exc}") from None
+        return cls.from_dict(data)
+
+
+def _is_real(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def field_names() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(CoreConfig))
+
+
+PRESETS: dict[str, CoreConfig] = {
+    "tiny": CoreConfig(
+        name="tiny",
+        d_k=16,
+        d_v=16,
+        chunk_size=16,
+        heads=2,
+        max_tokens=1 << 20,
+        array_rows=4,
+        array_cols=4,
+    ),
+    "ice40": CoreConfig(
+        name="ice40",
+        d_k=16,
+        d_v=16,
+        chunk_size=16,
+        heads=2,
+        max_tokens=4096,
+        array_rows=2,
+        array_cols=4,
+    ),
+    "small": CoreConfig(
+        name="small",
+        d_k=64,
+        d_v=64,
+        chunk_size=32,
+        heads=4,
+        max_tokens=65536,
+        array_rows=8,
+        array_cols=8,
+    ),
+    "ecp5": CoreConfig(
+        name="ecp5",
+        d_k=128,
+        d_v=128,
+        chunk_size=64,
+        heads=2,
+        max_tokens=65536,
+        array_rows=12,
+        array_cols=12,
+    ),
+}
+
+
+def preset(name: str) -> CoreConfig:
+    """Return the named preset."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}") from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``FIELD=VALUE`` (a CLI ``--set``) into a field name and a typed value."""
+    field, sep, raw = text.partition("=")
+    field = field.strip()
+    if not sep:
+        raise ValueError(f"override {text!r} must look like FIELD=VALUE")
+    if field not in field_names() or field == "name":
+        raise ValueError(f"unknown config field {field!r}; fields: {', '.join(field_names()[1:])}")
+    raw = raw.strip()
+    default = getattr(CoreConfig(), field)
+    if field == "scale" and raw.lower() in ("none", "null", ""):
+        return field, None
+    try:
+        if isinstance(default, bool):
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return field, raw.lower() in ("true", "1", "yes")
+        if isinstance(default, int):
+            return field, int(raw, 0)
+        if isinstance(default, float) or field == "scale":
+            return field, float(raw)
+    except ValueError:
+        kind = "true/false" if isinstance(default, bool) else type(default or 0.0).__name__
+        raise ValueError(f"{field} must be {kind}, not {raw!r}") from None
+    return field, raw
+
+
+def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> CoreConfig:
+    """Load a preset name or a JSON file path, then apply ``FIELD=VALUE`` overrides."""
+    if spec in PRESETS:
+        cfg = PRESETS[spec]
+    elif spec.endswith(".json") or Path(spec).is_file():
+        path = Path(spec)
+        if not path.is_file():
+            raise ValueError(f"config file {spec!r} does not exist")
+        cfg = CoreConfig.from_json(path.read_text())
+    else:
+        raise ValueError(f"unknown preset {spec!r}; presets: {', '.join(PRESETS)} or a FILE.json")
+    changes = dict(parse_override(o) for o in overrides)
+    return cfg.replace(**changes) if changes else cfg

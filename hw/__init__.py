@@ -1,0 +1,1 @@
+"""Amaranth hardware of the DeltaNet core (one module per block)."""

@@ -1,0 +1,1 @@
+"""Simulation infrastructure: cocotb runners and testbenches, cycle model."""

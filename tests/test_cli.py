@@ -1,0 +1,78 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from deltanet_hw.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_config_show_json(capsys):
+    code, out, _ = run(capsys, "config", "show", "small", "--json", "--set", "d_k=32")
+    assert code == 0
+    data = json.loads(out)
+    assert data["name"] == "small" and data["d_k"] == 32 and data["d_v"] == 64
+
+
+def test_config_show_text_and_list(capsys):
+    code, out, _ = run(capsys, "config", "show", "tiny")
+    assert code == 0 and "d_k" in out and "multipliers" in out
+    code, out, _ = run(capsys, "config", "list", "--json")
+    assert code == 0 and set(json.loads(out)) == {"tiny", "ice40", "small", "ecp5"}
+
+
+@pytest.mark.parametrize("gated", ["false", "true"])
+def test_golden_json(capsys, gated):
+    code, out, _ = run(
+        capsys,
+        "golden",
+        "--config",
+        "tiny",
+        "--tokens",
+        "70",
+        "--heads",
+        "3",
+        "--seed",
+        "5",
+        "--set",
+        f"gated={gated}",
+        "--json",
+    )
+    assert code == 0
+    data = json.loads(out)
+    assert data["tokens"] == 70 and data["heads"] == 3 and data["gated"] == (gated == "true")
+    assert 0 <= data["rel_rms_o_chunk_vs_recurrent"] <= 1e-12
+    assert 0 <= data["rel_rms_state_chunk_vs_recurrent"] <= 1e-12
+    assert data["tokens_per_s_chunk"] > 0 and data["seconds_recurrent"] > 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "text"),
+    [
+        (["golden", "--config", "nope"], "unknown preset 'nope'"),
+        (["golden", "--config", "tiny", "--set", "d_k=0"], "d_k must be an integer in [1, 512]"),
+        (["golden", "--config", "tiny", "--tokens", "0"], "expected a positive integer"),
+        (["config", "show", "tiny", "--set", "nofield=1"], "unknown config field 'nofield'"),
+        ([], "the following arguments are required"),
+    ],
+)
+def test_errors_exit_nonzero_with_one_line(capsys, argv, text):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and text in err
+
+
+def test_python_dash_m():
+    proc = subprocess.run(
+        [sys.executable, "-m", "deltanet_hw", "config", "show", "ice40", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0 and json.loads(proc.stdout)["array_rows"] == 2
