@@ -72,18 +72,13 @@ def _cmd_config_list(args) -> dict | str:
 
 
 def _cmd_golden(args) -> dict | str:
-    from .golden import chunk_delta_rule, recurrent_delta_rule
+    from .golden.layer import core_options, delta_core
     from .golden.vectors import random_inputs, rel_rms
 
     cfg = load_config(args.config, args.set)
     heads = args.heads or cfg.heads
     inputs = random_inputs(cfg, args.tokens, heads=heads, seed=args.seed)
-    common = dict(scale=cfg.query_scale, output_final_state=True, use_qk_l2norm_in_kernel=True)
-    t0 = time.perf_counter()
-    o_rec, s_rec = recurrent_delta_rule(**inputs, **common)
-    t1 = time.perf_counter()
-    o_chk, s_chk = chunk_delta_rule(**inputs, **common, chunk_size=cfg.chunk_size)
-    t2 = time.perf_counter()
+    options = dict(core_options(cfg), output_final_state=True)
     result = {
         "config": cfg.name,
         "tokens": args.tokens,
@@ -91,13 +86,35 @@ def _cmd_golden(args) -> dict | str:
         "seed": args.seed,
         "chunk_size": cfg.chunk_size,
         "gated": cfg.gated,
-        "rel_rms_o_chunk_vs_recurrent": rel_rms(o_chk, o_rec),
-        "rel_rms_state_chunk_vs_recurrent": rel_rms(s_chk, s_rec),
-        "seconds_recurrent": t1 - t0,
-        "seconds_chunk": t2 - t1,
-        "tokens_per_s_recurrent": args.tokens / (t1 - t0),
-        "tokens_per_s_chunk": args.tokens / (t2 - t1),
     }
+    t0 = time.perf_counter()
+    o_rec, s_rec = delta_core(**inputs, **options, mode="recurrent")
+    t1 = time.perf_counter()
+    o_chk, s_chk = delta_core(**inputs, **options, mode="chunk")
+    t2 = time.perf_counter()
+    if args.fixed:
+        from .golden.fixed import fixed_delta_rule
+
+        fx = fixed_delta_rule(**inputs, cfg=cfg, mode=args.mode)
+        t3 = time.perf_counter()
+        result |= {
+            "mode": args.mode,
+            "rel_rms_o": rel_rms(fx.o, o_rec),
+            "rel_rms_state": rel_rms(fx.final_state, s_rec[:, :, :, :]),
+            "saturations": fx.total_saturations,
+            "saturations_by_stage": fx.saturations,
+            "seconds_fixed": t3 - t2,
+            "tokens_per_s_fixed": args.tokens / (t3 - t2),
+        }
+    else:
+        result |= {
+            "rel_rms_o_chunk_vs_recurrent": rel_rms(o_chk, o_rec),
+            "rel_rms_state_chunk_vs_recurrent": rel_rms(s_chk, s_rec),
+            "seconds_recurrent": t1 - t0,
+            "seconds_chunk": t2 - t1,
+            "tokens_per_s_recurrent": args.tokens / (t1 - t0),
+            "tokens_per_s_chunk": args.tokens / (t2 - t1),
+        }
     if args.json:
         return result
     return "\n".join(
@@ -136,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--heads", type=_positive, default=None, help="number of heads (default: the config's)"
     )
     p_golden.add_argument("--seed", type=int, default=0, help="random seed")
+    p_golden.add_argument(
+        "--fixed", action="store_true", help="run the fixed-point model and compare it with float64"
+    )
+    p_golden.add_argument(
+        "--mode",
+        choices=("chunk", "recurrent"),
+        default="chunk",
+        help="fixed-point form: chunk program (prefill) or decode (default chunk)",
+    )
     p_golden.add_argument("--json", action="store_true", help="print one JSON object")
     p_golden.set_defaults(func=_cmd_golden)
     return parser

@@ -25,12 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .qformat import QFormat
+
 __all__ = [
     "BETA_MODES",
     "FEATURE_MAPS",
+    "FORMAT_FIELDS",
     "PRESETS",
     "QK_NORMS",
     "CoreConfig",
+    "default_formats",
     "load_config",
     "parse_override",
     "preset",
@@ -50,6 +54,9 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "array_rows": (1, 32),
     "array_cols": (1, 32),
     "conv_size": (1, 8),
+    "acc_bits": (16, 62),
+    "lut_bits": (2, 12),
+    "rsqrt_newton": (0, 3),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "feature_map": FEATURE_MAPS,
@@ -57,6 +64,49 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "beta_mode": BETA_MODES,
 }
 _SCHEMA = "deltanet-hw/core-config/1"
+
+# Integer bits (not counting the sign) of every stored quantity: the ranges the algorithm needs with
+# L2-normalised keys, beta <= 2 and values of order 1 (ARCHITECTURE.md section 3). Widths vary by
+# preset; these ranges do not. Where each format is applied: golden/fixed.py and golden/program.py.
+FORMAT_FIELDS: dict[str, tuple[int, str, str]] = {
+    # field: (int_bits, width class, what it holds)
+    "fmt_input": (4, "io", "raw q, k, v and beta logits on the token stream"),
+    "fmt_gate": (6, "io", "log decay g <= 0 on the token stream (gated)"),
+    "fmt_conv": (1, "data", "short-convolution weights"),
+    "fmt_act": (4, "data", "q, k after the short convolution and the feature map"),
+    "fmt_qk": (1, "data", "normalised k and scaled normalised q (and their decayed forms)"),
+    "fmt_v": (3, "data", "v after the short convolution and SiLU, and beta v"),
+    "fmt_beta": (1, "data", "beta (and beta times decays)"),
+    "fmt_decay": (1, "data", "decays exp(G_i - G_j), exp(G), alpha (gated)"),
+    "fmt_a": (1, "data", "A = strictly-lower(beta K K^T (x Gamma))"),
+    "fmt_attn": (0, "data", "causal Q K^T (x Gamma)"),
+    "fmt_t": (2, "data", "T = (I + A)^-1"),
+    "fmt_w": (1, "data", "W = T (beta exp(G) K)"),
+    "fmt_u": (3, "data", "U = T (beta V)"),
+    "fmt_vnew": (3, "data", "pseudo-values V' = U - W S"),
+    "fmt_o": (0, "io", "outputs o on the token stream"),
+    "fmt_state": (3, "state", "the K x V state S"),
+}
+
+
+def default_formats(
+    data_bits: int = 16, io_bits: int = 16, state_bits: int = 32, rounding: str = "half_even"
+) -> dict[str, QFormat]:
+    """Every format of :data:`FORMAT_FIELDS` at the given word widths (sign included)."""
+    widths = {"io": io_bits, "data": data_bits, "state": state_bits}
+    out = {}
+    for field, (int_bits, cls, _) in FORMAT_FIELDS.items():
+        frac = widths[cls] - 1 - int_bits
+        if frac < 0:
+            raise ValueError(
+                f"{cls} width {widths[cls]} is too narrow for {field} "
+                f"({int_bits} integer bits and a sign)"
+            )
+        out[field] = QFormat(int_bits, frac, rounding=rounding)
+    return out
+
+
+_DEFAULT_FORMATS = default_formats()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +144,15 @@ class CoreConfig:
         Gated DeltaNet: the state decays by alpha_t = exp(g_t) before each write.
     scale : float or None
         Query scale; ``None`` means d_k ** -0.5.
+    fmt_input, ..., fmt_state : QFormat
+        Number format of every stored quantity (:data:`FORMAT_FIELDS` says what each holds);
+        :func:`default_formats` builds a consistent set from three word widths.
+    acc_bits : int
+        Width of the exact accumulators; every product of the chunk program must fit (checked).
+    lut_bits : int
+        Nonlinear functions use tables of 2**lut_bits segments with linear interpolation.
+    rsqrt_newton : int
+        Newton steps refining the reciprocal square root of the L2 normalisation.
     """
 
     name: str = "custom"
@@ -112,6 +171,25 @@ class CoreConfig:
     beta_constant: float = 1.0
     gated: bool = False
     scale: float | None = None
+    fmt_input: QFormat = _DEFAULT_FORMATS["fmt_input"]
+    fmt_gate: QFormat = _DEFAULT_FORMATS["fmt_gate"]
+    fmt_conv: QFormat = _DEFAULT_FORMATS["fmt_conv"]
+    fmt_act: QFormat = _DEFAULT_FORMATS["fmt_act"]
+    fmt_qk: QFormat = _DEFAULT_FORMATS["fmt_qk"]
+    fmt_v: QFormat = _DEFAULT_FORMATS["fmt_v"]
+    fmt_beta: QFormat = _DEFAULT_FORMATS["fmt_beta"]
+    fmt_decay: QFormat = _DEFAULT_FORMATS["fmt_decay"]
+    fmt_a: QFormat = _DEFAULT_FORMATS["fmt_a"]
+    fmt_attn: QFormat = _DEFAULT_FORMATS["fmt_attn"]
+    fmt_t: QFormat = _DEFAULT_FORMATS["fmt_t"]
+    fmt_w: QFormat = _DEFAULT_FORMATS["fmt_w"]
+    fmt_u: QFormat = _DEFAULT_FORMATS["fmt_u"]
+    fmt_vnew: QFormat = _DEFAULT_FORMATS["fmt_vnew"]
+    fmt_o: QFormat = _DEFAULT_FORMATS["fmt_o"]
+    fmt_state: QFormat = _DEFAULT_FORMATS["fmt_state"]
+    acc_bits: int = 62
+    lut_bits: int = 8
+    rsqrt_newton: int = 1
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -139,6 +217,12 @@ class CoreConfig:
             raise ValueError(
                 f"chunk_size must be <= max_tokens ({self.max_tokens}), not {self.chunk_size}"
             )
+        for field in FORMAT_FIELDS:
+            if not isinstance(getattr(self, field), QFormat):
+                raise ValueError(f"{field} must be a QFormat, not {getattr(self, field)!r}")
+        from .golden.program import check_accumulators  # late import: golden imports config
+
+        check_accumulators(self)
 
     # -- derived quantities ------------------------------------------------------------------
     @property
@@ -162,7 +246,9 @@ class CoreConfig:
         return dataclasses.replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": _SCHEMA, **dataclasses.asdict(self)}
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data.update({k: str(data[k]) for k in FORMAT_FIELDS})
+        return {"schema": _SCHEMA, **data}
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -180,6 +266,12 @@ class CoreConfig:
             raise ValueError(
                 f"unknown config field {unknown[0]!r}; fields: {', '.join(field_names())}"
             )
+        for key in FORMAT_FIELDS:
+            if isinstance(data.get(key), str):
+                try:
+                    data[key] = QFormat.parse(data[key])
+                except ValueError as exc:
+                    raise ValueError(f"{key}: {exc}") from None
         return cls(**data)
 
     @classmethod
@@ -199,6 +291,7 @@ def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(CoreConfig))
 
 
+_ECP5_FORMATS = default_formats(data_bits=18, io_bits=16, state_bits=32)  # MULT18X18D operands
 PRESETS: dict[str, CoreConfig] = {
     "tiny": CoreConfig(
         name="tiny",
@@ -229,6 +322,7 @@ PRESETS: dict[str, CoreConfig] = {
         max_tokens=65536,
         array_rows=8,
         array_cols=8,
+        **_ECP5_FORMATS,
     ),
     "ecp5": CoreConfig(
         name="ecp5",
@@ -239,6 +333,7 @@ PRESETS: dict[str, CoreConfig] = {
         max_tokens=65536,
         array_rows=12,
         array_cols=12,
+        **_ECP5_FORMATS,
     ),
 }
 
@@ -263,6 +358,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     default = getattr(CoreConfig(), field)
     if field == "scale" and raw.lower() in ("none", "null", ""):
         return field, None
+    if field in FORMAT_FIELDS:
+        try:
+            return field, QFormat.parse(raw)
+        except ValueError as exc:
+            raise ValueError(f"{field}: {exc}") from None
     try:
         if isinstance(default, bool):
             if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):

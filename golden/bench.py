@@ -17,6 +17,7 @@ import numpy as np
 
 from ..config import preset
 from . import chunk_delta_rule, recurrent_delta_rule
+from .layer import sigmoid
 from .vectors import random_inputs, rel_rms
 
 TARGET_SPEEDUP = 5.0  # chunkwise vs recurrent at d = 128, T = 4096
@@ -33,8 +34,9 @@ def _best_time(fn, repeats):
 
 
 def measure(d, tokens, heads, chunk_sizes, repeats):
-    cfg = preset("small").replace(d_k=d, d_v=d, max_tokens=max(tokens, 64))
-    x = random_inputs(cfg, tokens, heads=heads, seed=0)
+    cfg = preset("small").replace(d_k=d, d_v=d, max_tokens=max(tokens, 64), short_conv=False)
+    r = random_inputs(cfg, tokens, heads=heads, seed=0)
+    x = dict(q=r["q"], k=r["k"], v=r["v"], beta=sigmoid(r["beta_logits"]))
     common = dict(use_qk_l2norm_in_kernel=True, output_final_state=True)
     rec_s, (o_ref, s_ref) = _best_time(lambda: recurrent_delta_rule(**x, **common), repeats)
     row = {"d": d, "tokens": tokens, "heads": heads, "recurrent_s": rec_s, "chunk": []}

@@ -21,6 +21,8 @@ __all__ = [
     "ACTIVATIONS",
     "beta_from_logits",
     "beta_schedule",
+    "core_options",
+    "delta_core",
     "deltanet_layer",
     "gate_init",
     "gdn_gate",
@@ -153,6 +155,78 @@ def rms_norm(x, weight=None, eps=1e-5):
     return y if weight is None else y * weight
 
 
+def delta_core(
+    q,
+    k,
+    v,
+    beta_logits,
+    g=None,
+    *,
+    conv_weights=None,
+    feature_map="silu",
+    qk_norm="l2",
+    beta_mode="sigmoid",
+    beta_constant=1.0,
+    scale=None,
+    initial_state=None,
+    output_final_state=False,
+    cu_seqlens=None,
+    mode="chunk",
+    chunk_size=64,
+    stability="raise",
+):
+    """What a DeltaNet core computes: projections in, delta-rule outputs out (no output norm).
+
+    Short convolution (when ``conv_weights`` is given) -> feature map on q, k and SiLU on v ->
+    q/k normalisation (``l2`` in the kernel, or ``sum``) -> beta from ``beta_logits`` -> delta
+    rule with the log decay ``g`` when given. Shapes as :func:`deltanet_layer`.
+    """
+    if feature_map not in FEATURE_MAPS:
+        raise ValueError(
+            f"feature_map must be one of {', '.join(FEATURE_MAPS)}, not {feature_map!r}"
+        )
+    if qk_norm not in QK_NORMS:
+        raise ValueError(f"qk_norm must be one of {', '.join(QK_NORMS)}, not {qk_norm!r}")
+    if mode not in ("chunk", "recurrent"):
+        raise ValueError(f"mode must be 'chunk' or 'recurrent', not {mode!r}")
+    q, k, v = check_array("q", q, 4), check_array("k", k, 4), check_array("v", v, 4)
+    if conv_weights is not None:
+        missing = {"q", "k", "v"} - set(conv_weights)
+        if missing:
+            raise ValueError(f"conv_weights needs entries q, k, v; missing {sorted(missing)}")
+        q, k, v = (
+            short_conv(x, conv_weights[n], cu_seqlens) for x, n in ((q, "q"), (k, "k"), (v, "v"))
+        )
+    act = ACTIVATIONS[feature_map]
+    q, k, v = act(q), act(k), silu(v)
+    if qk_norm == "sum":
+        q, k = sum_norm(q), sum_norm(k)
+    beta = beta_from_logits(beta_logits, beta_mode, beta_constant)
+    kwargs = dict(
+        scale=scale,
+        initial_state=initial_state,
+        output_final_state=output_final_state,
+        cu_seqlens=cu_seqlens,
+        use_qk_l2norm_in_kernel=qk_norm == "l2",
+        stability=stability,
+    )
+    if mode == "chunk":
+        return chunk_delta_rule(q, k, v, beta, g, chunk_size=chunk_size, **kwargs)
+    return recurrent_delta_rule(q, k, v, beta, g, **kwargs)
+
+
+def core_options(cfg) -> dict:
+    """The :func:`delta_core` options a :class:`~deltanet_hw.config.CoreConfig` implies."""
+    return dict(
+        feature_map=cfg.feature_map,
+        qk_norm=cfg.qk_norm,
+        beta_mode=cfg.beta_mode,
+        beta_constant=cfg.beta_constant,
+        scale=cfg.query_scale,
+        chunk_size=cfg.chunk_size,
+    )
+
+
 def deltanet_layer(
     q,
     k,
@@ -201,44 +275,30 @@ def deltanet_layer(
     -------
     (o ``[B, T, H, V]``, ht or None)
     """
-    if feature_map not in FEATURE_MAPS:
-        raise ValueError(
-            f"feature_map must be one of {', '.join(FEATURE_MAPS)}, not {feature_map!r}"
-        )
-    if qk_norm not in QK_NORMS:
-        raise ValueError(f"qk_norm must be one of {', '.join(QK_NORMS)}, not {qk_norm!r}")
-    if mode not in ("chunk", "recurrent"):
-        raise ValueError(f"mode must be 'chunk' or 'recurrent', not {mode!r}")
-    q, k, v = check_array("q", q, 4), check_array("k", k, 4), check_array("v", v, 4)
-    if conv_weights is not None:
-        missing = {"q", "k", "v"} - set(conv_weights)
-        if missing:
-            raise ValueError(f"conv_weights needs entries q, k, v; missing {sorted(missing)}")
-        q, k, v = (
-            short_conv(x, conv_weights[n], cu_seqlens) for x, n in ((q, "q"), (k, "k"), (v, "v"))
-        )
-    act = ACTIVATIONS[feature_map]
-    q, k, v = act(q), act(k), silu(v)
-    if qk_norm == "sum":
-        q, k = sum_norm(q), sum_norm(k)
-    beta = beta_from_logits(beta_logits, beta_mode, beta_constant)
     g = None
     if gate_a is not None:
         if A_log is None or dt_bias is None:
             raise ValueError("a gated layer (gate_a given) needs A_log and dt_bias")
         g = gdn_gate(gate_a, A_log, dt_bias)
-    kwargs = dict(
+    o, ht = delta_core(
+        q,
+        k,
+        v,
+        beta_logits,
+        g,
+        conv_weights=conv_weights,
+        feature_map=feature_map,
+        qk_norm=qk_norm,
+        beta_mode=beta_mode,
+        beta_constant=beta_constant,
         scale=scale,
         initial_state=initial_state,
         output_final_state=output_final_state,
         cu_seqlens=cu_seqlens,
-        use_qk_l2norm_in_kernel=qk_norm == "l2",
+        mode=mode,
+        chunk_size=chunk_size,
         stability=stability,
     )
-    if mode == "chunk":
-        o, ht = chunk_delta_rule(q, k, v, beta, g, chunk_size=chunk_size, **kwargs)
-    else:
-        o, ht = recurrent_delta_rule(q, k, v, beta, g, **kwargs)
     o = rms_norm(o, norm_weight, norm_eps)
     if output_gate is not None:
         o = o * silu(check_array("output_gate", output_gate, 4))

@@ -1,11 +1,11 @@
-"""Seeded input vectors: the one source of random and hazard inputs for every test tier."""
+"""Seeded input vectors: the one source of random inputs for every test tier and benchmark."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ..config import CoreConfig
-from .layer import beta_from_logits, gate_init, gdn_gate
+from .layer import gate_init, gdn_gate
 
 __all__ = ["random_inputs", "rel_rms"]
 
@@ -20,12 +20,12 @@ def rel_rms(x, ref) -> float:
 
 def random_inputs(
     cfg: CoreConfig, tokens: int, *, heads: int | None = None, batch: int = 1, seed: int = 0
-) -> dict[str, np.ndarray]:
-    """Random valid delta-rule inputs shaped by ``cfg``: keyword arguments of the golden ops.
+) -> dict:
+    """Random valid inputs of a core shaped by ``cfg``: keyword arguments of ``delta_core``.
 
-    q, k, v ~ N(0, 1) (q and k are L2-normalised in the kernel: pass
-    ``use_qk_l2norm_in_kernel=True``), beta from random logits with the config's beta mode, and
-    when ``cfg.gated`` the Gated DeltaNet gate from random inputs and fla's initialisation.
+    q, k, v and beta logits ~ N(0, 1) (the projections); when ``cfg.short_conv``, convolution
+    weights ~ U(-0.5, 0.5) (fla's initialisation for kernel 4); when ``cfg.gated``, log decays from
+    the Gated DeltaNet gate with fla's initialisation.
     """
     if tokens < 1:
         raise ValueError(f"tokens must be >= 1, not {tokens}")
@@ -38,9 +38,14 @@ def random_inputs(
         "q": rng.standard_normal((*shape, cfg.d_k)),
         "k": rng.standard_normal((*shape, cfg.d_k)),
         "v": rng.standard_normal((*shape, cfg.d_v)),
-        "beta": beta_from_logits(rng.standard_normal(shape), cfg.beta_mode, cfg.beta_constant),
+        "beta_logits": rng.standard_normal(shape),
     }
     if cfg.gated:
         A_log, dt_bias = gate_init(H, rng)
         out["g"] = gdn_gate(rng.standard_normal(shape), A_log, dt_bias)
+    if cfg.short_conv:
+        out["conv_weights"] = {
+            n: rng.uniform(-0.5, 0.5, (H, d, cfg.conv_size))
+            for n, d in (("q", cfg.d_k), ("k", cfg.d_k), ("v", cfg.d_v))
+        }
     return out
