@@ -71,7 +71,7 @@ _SCHEMA = "deltanet-hw/core-config/1"
 FORMAT_FIELDS: dict[str, tuple[int, str, str]] = {
     # field: (int_bits, width class, what it holds)
     "fmt_input": (4, "io", "raw q, k, v and beta logits on the token stream"),
-    "fmt_gate": (6, "io", "log decay g <= 0 on the token stream (gated)"),
+    "fmt_gate": (4, "data", "log decay g <= 0 on the token stream (gated; below -16 saturates)"),
     "fmt_conv": (1, "data", "short-convolution weights"),
     "fmt_act": (4, "data", "q, k after the short convolution and the feature map"),
     "fmt_qk": (1, "data", "normalised k and scaled normalised q (and their decayed forms)"),

@@ -233,3 +233,16 @@ def test_formats_round_trip_and_override():
     assert back == cfg and str(back.fmt_o) == "Q1.14:truncate"
     with pytest.raises(ValueError, match="fmt_o: a format looks like"):
         CoreConfig.from_dict({"fmt_o": "16 bits"})
+
+
+def test_study_hazard_inputs_behave_as_described():
+    from deltanet_hw.golden.study import hazard_inputs, measure
+
+    cfg = TINY.replace(heads=2)
+    x, h0 = hazard_inputs(cfg, "large_initial_state", 24)
+    assert measure(cfg, x, initial_state=h0)["saturations"] > 0  # flagged, not silent
+    raw = cfg.replace(short_conv=False, feature_map="identity")
+    x, _ = hazard_inputs(raw, "tiny_keys_1e-4", 24)
+    k_in, _ = raw.fmt_input.from_float(x["k"])
+    assert np.mean(k_in == 0) > 0.9  # most key components fall below the input step
+    assert measure(raw, x)["rel_rms_state"] > 0.5  # and the result is far from float64
