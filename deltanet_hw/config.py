@@ -9,11 +9,13 @@ Named presets (ARCHITECTURE.md section 5):
 ``tiny``
     d_k = d_v = 16, chunk 16, 4x4 array: fast unit and CI simulations.
 ``ice40``
-    d_k = d_v = 16, chunk 16, 2x4 array: the 8 SB_MAC16 of an iCEBreaker (iCE40UP5K).
+    d_k = d_v = 16, chunk 16, 2x4 array, all formats 16 bits: the 8 SB_MAC16 of an iCEBreaker
+    (iCE40UP5K), one per processing element.
 ``small``
     d_k = d_v = 64, chunk 32, 8x8 array, 4 heads: the benchmark configuration.
 ``ecp5``
-    d_k = d_v = 128, chunk 64, 12x12 array: the largest core for a ULX3S-85F (156 MULT18X18D).
+    d_k = d_v = 128, chunk 64, 8x8 array: the largest core for a ULX3S-85F (156 MULT18X18D; an
+    18 x 32-bit product of data and state takes two, so 8x8 processing elements use 128).
 """
 
 from __future__ import annotations
@@ -291,7 +293,11 @@ def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(CoreConfig))
 
 
-_ECP5_FORMATS = default_formats(data_bits=18, io_bits=16, state_bits=32)  # MULT18X18D operands
+# ECP5 multipliers are 18x18 (MULT18X18D): 18-bit data; the 32-bit state takes two per product.
+_ECP5_FORMATS = default_formats(data_bits=18, io_bits=16, state_bits=32)
+# iCE40 multipliers are 16x16 (SB_MAC16): every operand, the state too, is 16 bits, so each
+# product is one SB_MAC16 (the accuracy study measures what this costs).
+_ICE40_FORMATS = default_formats(data_bits=16, io_bits=16, state_bits=16)
 PRESETS: dict[str, CoreConfig] = {
     "tiny": CoreConfig(
         name="tiny",
@@ -302,6 +308,7 @@ PRESETS: dict[str, CoreConfig] = {
         max_tokens=1 << 20,
         array_rows=4,
         array_cols=4,
+        acc_bits=53,
     ),
     "ice40": CoreConfig(
         name="ice40",
@@ -312,6 +319,8 @@ PRESETS: dict[str, CoreConfig] = {
         max_tokens=4096,
         array_rows=2,
         array_cols=4,
+        acc_bits=38,
+        **_ICE40_FORMATS,
     ),
     "small": CoreConfig(
         name="small",
@@ -322,6 +331,7 @@ PRESETS: dict[str, CoreConfig] = {
         max_tokens=65536,
         array_rows=8,
         array_cols=8,
+        acc_bits=57,
         **_ECP5_FORMATS,
     ),
     "ecp5": CoreConfig(
@@ -331,8 +341,9 @@ PRESETS: dict[str, CoreConfig] = {
         chunk_size=64,
         heads=2,
         max_tokens=65536,
-        array_rows=12,
-        array_cols=12,
+        array_rows=8,
+        array_cols=8,
+        acc_bits=58,
         **_ECP5_FORMATS,
     ),
 }

@@ -284,7 +284,9 @@ NOTES = """## Reading the numbers
 - `small` (18-bit data, 16-bit I/O, 32-bit state) meets the 1e-3 target with no saturation. The
   16-bit output format (`fmt_o` Q0.15) alone contributes about 4e-4: its step 3.1e-5 against an
   output RMS of about 0.02; the 16-bit inputs (Q4.11) add about 2.5e-4.
-- `tiny` and `ice40` keep every format at 16 bits (the SB_MAC16 width) and land at 1.3-1.4e-3:
+- `tiny` keeps its data formats at 16 bits (32-bit state) and lands at 1.4e-3; `ice40` also has a
+  16-bit state (one SB_MAC16 per product) and lands at 1.4-1.5e-3 in chunk form and 2.2e-3 in
+  decode form, where the 16-bit state is rounded after every token instead of every chunk:
   16-bit data formats are not enough for 1e-3. In the data sweep (data = I/O width) the error
   falls by 4x per 2 bits down to about 1.2e-4 at 22 bits; 8-12 bits give 3e-2 to 4e-1, not
   usable without per-tensor scaling.
