@@ -20,9 +20,9 @@ from .chunkwise import unit_lower_inverse
 from .nonlinear import exp_neg
 from .program import Decay, Product, Program, Scale, Solve, chunk_program
 
-__all__ = ["FixedArith", "FloatArith", "run_program", "run_sequence"]
+__all__ = ["FixedArith", "FloatArith", "masked", "run_program", "run_sequence"]
 
-_MASKS = {"lower": 0, "strict_lower": -1}
+MASK_DIAGONALS = {"lower": 0, "strict_lower": -1}  # kept: i - j >= -diagonal
 
 
 def _operand(env, name, transpose):
@@ -30,11 +30,16 @@ def _operand(env, name, transpose):
     return x.swapaxes(-1, -2) if transpose else x
 
 
-def _mask(x, mask):
+def masked(x, mask: str, row0: int = 0, col0: int = 0):
+    """Zero the elements outside ``mask`` ("full", "lower" i >= j, "strict_lower" i > j).
+
+    ``x`` is a tile whose element [r, c] sits at (row0 + r, col0 + c) of the whole matrix.
+    """
     if mask == "full":
         return x
-    m = x.shape[-1]
-    return np.where(np.tri(m, m, _MASKS[mask], dtype=bool), x, 0)
+    i = row0 + np.arange(x.shape[-2])[:, None]
+    j = col0 + np.arange(x.shape[-1])[None, :]
+    return np.where(i - j >= -MASK_DIAGONALS[mask], x, 0)
 
 
 def _scale(src, factor, how):
@@ -46,7 +51,7 @@ class FloatArith:
 
     def product(self, env, op: Product, program: Program):
         acc = sum(t.sign * (_operand(env, t.a, t.ta) @ _operand(env, t.b, t.tb)) for t in op.terms)
-        acc = _mask(acc, op.mask)
+        acc = masked(acc, op.mask)
         if op.add:
             add = env[op.add]
             acc = acc + (add * env[op.add_scale][:, None, None] if op.add_scale else add)
@@ -114,7 +119,7 @@ class FixedArith:
         for t in op.terms:
             frac = self.fmt(program, t.a).frac_bits + self.fmt(program, t.b).frac_bits
             p = self._matmul(_operand(env, t.a, t.ta), _operand(env, t.b, t.tb))
-            parts.append((t.sign * _mask(p, op.mask), frac))
+            parts.append((t.sign * masked(p, op.mask), frac))
         if op.add:
             add, frac = env[op.add], self.fmt(program, op.add).frac_bits
             if op.add_scale:

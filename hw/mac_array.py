@@ -1,0 +1,212 @@
+"""Systolic MAC array: R x C processing elements with exact wide accumulators.
+
+Output-stationary dataflow. Every accepted beat is one step k of a tile product
+``C[R x C] (+/-)= A[R x K] @ B[K x C]``: the ``a`` beat carries column k of A (one value per row)
+and the control bits of the step, the ``b`` beat carries row k of B (one value per column). Inputs
+are skewed so that processing element (r, c) sees ``a[r, k]`` and ``b[k, c]`` in the same cycle;
+``a`` values and control travel right, ``b`` values travel down.
+
+Each processing element registers its product (one signed multiplier: a hard DSP on iCE40 and
+ECP5) and adds it to its accumulator: ``first`` starts a new sum, ``sub`` subtracts the product,
+``last`` copies the finished sum into the element's result register. Results leave through the
+``c`` stream one row per beat while the next tile already accumulates, so long products keep the
+array busy: a tile's last beat is accepted only once the previous tile's results have left
+(tiles shorter than R + C + 2 steps wait for that).
+
+The drain applies the tile's triangular mask, given with the last beat as a mode and the tile's
+position (``row0``, ``col0``) in the whole matrix: ``lower`` keeps elements with i >= j,
+``strict_lower`` those with i > j; masked elements come out as 0.
+"""
+
+from amaranth import *
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["MacArray", "Mask"]
+
+OFFSET_BITS = 16  # row0 / col0: position of a tile in its matrix
+
+
+class Mask(enum.Enum, shape=2):
+    FULL = 0
+    LOWER = 1
+    STRICT_LOWER = 2
+
+
+class MacArray(wiring.Component):
+    """Systolic array of ``rows`` x ``cols`` signed multiply-accumulate elements.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Array shape (R x C).
+    a_width, b_width : int
+        Signed operand widths (A values enter from the left, B values from the top).
+    acc_width : int
+        Signed accumulator width; sums must fit (the config checks every product of the program).
+
+    Members
+    -------
+    a : In(stream.Signature(a_layout))
+        ``data`` (R signed values), ``first``, ``last``, ``sub``, and with the last beat
+        ``mask``, ``row0``, ``col0``.
+    b : In(stream.Signature(b_layout))
+        ``data`` (C signed values). Transferred together with ``a``.
+    c : Out(stream.Signature(c_layout))
+        One result row per beat: ``data`` (C accumulator values), ``row``, ``last``.
+    """
+
+    def __init__(self, rows: int, cols: int, a_width: int, b_width: int, acc_width: int):
+        for name, value, lo in (("rows", rows, 1), ("cols", cols, 1), ("a_width", a_width, 2),
+                                ("b_width", b_width, 2), ("acc_width", acc_width, 2)):
+            if not isinstance(value, int) or value < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, not {value!r}")
+        if acc_width < a_width + b_width:
+            raise ValueError(f"acc_width ({acc_width}) must hold one product "
+                             f"({a_width} + {b_width} bits)")
+        self.rows, self.cols = rows, cols
+        self.a_width, self.b_width, self.acc_width = a_width, b_width, acc_width
+        self.a_layout = data.StructLayout({
+            "data": data.ArrayLayout(signed(a_width), rows),
+            "first": 1, "last": 1, "sub": 1,
+            "mask": Mask, "row0": OFFSET_BITS, "col0": OFFSET_BITS,
+        })
+        self.b_layout = data.StructLayout({"data": data.ArrayLayout(signed(b_width), cols)})
+        self.c_layout = data.StructLayout({
+            "data": data.ArrayLayout(signed(acc_width), cols),
+            "row": range(rows), "last": 1,
+        })
+        super().__init__({
+            "a": In(stream.Signature(self.a_layout)),
+            "b": In(stream.Signature(self.b_layout)),
+            "c": Out(stream.Signature(self.c_layout)),
+        })
+
+    @classmethod
+    def from_config(cls, cfg):
+        """The array of a :class:`~deltanet_hw.config.CoreConfig`: operand widths from the program."""
+        a_width, b_width = operand_widths(cfg)
+        return cls(cfg.array_rows, cfg.array_cols, a_width, b_width, cfg.acc_bits)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from accepting a tile's last beat to its first result row being available."""
+        return self.cols + 2
+
+    def elaborate(self, platform):
+        m = Module()
+        R, C = self.rows, self.cols
+
+        busy = Signal()  # a tile's results are in flight or draining
+        step = Signal()
+        m.d.comb += step.eq(self.a.valid & self.b.valid & ~(self.a.payload.last & busy))
+        m.d.comb += [self.a.ready.eq(step), self.b.ready.eq(step)]
+
+        # input stage and skew lines: lane r of a is delayed r cycles, lane c of b c cycles
+        ctl = data.StructLayout({"valid": 1, "first": 1, "last": 1, "sub": 1})
+        a_in, b_in = [], []
+        for r in range(R):
+            val = Signal(signed(self.a_width), name=f"a_skew_{r}_0")
+            cv = Signal(ctl, name=f"ctl_skew_{r}_0")
+            m.d.sync += [val.eq(self.a.payload.data[r]),
+                         cv.eq(Cat(step, self.a.payload.first, self.a.payload.last,
+                                   self.a.payload.sub))]
+            for i in range(r):
+                nval = Signal(signed(self.a_width), name=f"a_skew_{r}_{i + 1}")
+                ncv = Signal(ctl, name=f"ctl_skew_{r}_{i + 1}")
+                m.d.sync += [nval.eq(val), ncv.eq(cv)]
+                val, cv = nval, ncv
+            a_in.append((val, cv))
+        for c in range(C):
+            val = Signal(signed(self.b_width), name=f"b_skew_{c}_0")
+            m.d.sync += val.eq(self.b.payload.data[c])
+            for i in range(c):
+                nval = Signal(signed(self.b_width), name=f"b_skew_{c}_{i + 1}")
+                m.d.sync += nval.eq(val)
+                val = nval
+            b_in.append(val)
+
+        # processing elements
+        res = [[None] * C for _ in range(R)]
+        b_down = list(b_in)
+        for r in range(R):
+            a_val, a_ctl = a_in[r]
+            for c in range(C):
+                b_val = b_down[c]
+                prod = Signal(signed(self.a_width + self.b_width), name=f"prod_{r}_{c}")
+                pctl = Signal(ctl, name=f"pctl_{r}_{c}")
+                acc = Signal(signed(self.acc_width), name=f"acc_{r}_{c}")
+                out = Signal(signed(self.acc_width), name=f"res_{r}_{c}")
+                m.d.sync += [prod.eq(a_val * b_val), pctl.eq(a_ctl)]
+                term = Mux(pctl.sub, -prod, prod)
+                total = Mux(pctl.first, term, acc + term)
+                with m.If(pctl.valid):
+                    m.d.sync += acc.eq(total)
+                    with m.If(pctl.last):
+                        m.d.sync += out.eq(total)
+                res[r][c] = out
+                # pass a (with control) right and b down
+                a_next = Signal(signed(self.a_width), name=f"a_{r}_{c}")
+                ctl_next = Signal(ctl, name=f"ctl_{r}_{c}")
+                b_next = Signal(signed(self.b_width), name=f"b_{r}_{c}")
+                m.d.sync += [a_next.eq(a_val), ctl_next.eq(a_ctl), b_next.eq(b_val)]
+                a_val, a_ctl = a_next, ctl_next
+                b_down[c] = b_next
+
+        # drain: wait for row 0, then one row per beat; mask by the tile's position
+        mask = Signal(Mask)
+        row0 = Signal(OFFSET_BITS)
+        col0 = Signal(OFFSET_BITS)
+        wait = Signal(range(self.latency))
+        row = Signal(range(R))
+        draining = Signal()
+        with m.If(step & self.a.payload.last):
+            m.d.sync += [busy.eq(1), wait.eq(self.latency - 2), mask.eq(self.a.payload.mask),
+                         row0.eq(self.a.payload.row0), col0.eq(self.a.payload.col0),
+                         row.eq(0)]
+        with m.Elif(busy & ~draining):
+            with m.If(wait == 0):
+                m.d.sync += draining.eq(1)
+            with m.Else():
+                m.d.sync += wait.eq(wait - 1)
+        m.d.comb += [self.c.valid.eq(draining), self.c.payload.row.eq(row),
+                     self.c.payload.last.eq(row == R - 1)]
+        i = Signal(OFFSET_BITS + 1)
+        m.d.comb += i.eq(row0 + row)
+        for c in range(C):
+            j = col0 + c
+            keep = Signal(name=f"keep_{c}")
+            with m.Switch(mask):
+                with m.Case(Mask.LOWER):
+                    m.d.comb += keep.eq(i >= j)
+                with m.Case(Mask.STRICT_LOWER):
+                    m.d.comb += keep.eq(i > j)
+                with m.Default():
+                    m.d.comb += keep.eq(1)
+            value = Signal(signed(self.acc_width), name=f"drain_{c}")
+            with m.Switch(row):
+                for r in range(R):
+                    with m.Case(r):
+                        m.d.comb += value.eq(res[r][c])
+            m.d.comb += self.c.payload.data[c].eq(Mux(keep, value, 0))
+        with m.If(self.c.valid & self.c.ready):
+            with m.If(row == R - 1):
+                m.d.sync += [draining.eq(0), busy.eq(0)]
+            with m.Else():
+                m.d.sync += row.eq(row + 1)
+        return m
+
+
+def operand_widths(cfg) -> tuple[int, int]:
+    """Widest A operand and widest B operand over the chunk and decode programs of ``cfg``."""
+    from deltanet_hw.golden.program import Product, chunk_program
+
+    a_width = b_width = 2
+    for program in (chunk_program(cfg.chunk_size, cfg.gated), chunk_program(1, cfg.gated, True)):
+        fmts = program.formats()
+        for op in program.ops:
+            if isinstance(op, Product):
+                for t in op.terms:
+                    a_width = max(a_width, getattr(cfg, fmts[t.a]).width)
+                    b_width = max(b_width, getattr(cfg, fmts[t.b]).width)
+    return a_width, b_width
