@@ -22,7 +22,7 @@ from amaranth import *
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["MacArray", "Mask"]
+__all__ = ["MacArray", "Mask", "mac_layouts", "operand_widths"]
 
 OFFSET_BITS = 16  # row0 / col0: position of a tile in its matrix
 
@@ -57,30 +57,31 @@ class MacArray(wiring.Component):
     """
 
     def __init__(self, rows: int, cols: int, a_width: int, b_width: int, acc_width: int):
-        for name, value, lo in (("rows", rows, 1), ("cols", cols, 1), ("a_width", a_width, 2),
-                                ("b_width", b_width, 2), ("acc_width", acc_width, 2)):
+        for name, value, lo in (
+            ("rows", rows, 1),
+            ("cols", cols, 1),
+            ("a_width", a_width, 2),
+            ("b_width", b_width, 2),
+            ("acc_width", acc_width, 2),
+        ):
             if not isinstance(value, int) or value < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, not {value!r}")
         if acc_width < a_width + b_width:
-            raise ValueError(f"acc_width ({acc_width}) must hold one product "
-                             f"({a_width} + {b_width} bits)")
+            raise ValueError(
+                f"acc_width ({acc_width}) must hold one product ({a_width} + {b_width} bits)"
+            )
         self.rows, self.cols = rows, cols
         self.a_width, self.b_width, self.acc_width = a_width, b_width, acc_width
-        self.a_layout = data.StructLayout({
-            "data": data.ArrayLayout(signed(a_width), rows),
-            "first": 1, "last": 1, "sub": 1,
-            "mask": Mask, "row0": OFFSET_BITS, "col0": OFFSET_BITS,
-        })
-        self.b_layout = data.StructLayout({"data": data.ArrayLayout(signed(b_width), cols)})
-        self.c_layout = data.StructLayout({
-            "data": data.ArrayLayout(signed(acc_width), cols),
-            "row": range(rows), "last": 1,
-        })
-        super().__init__({
-            "a": In(stream.Signature(self.a_layout)),
-            "b": In(stream.Signature(self.b_layout)),
-            "c": Out(stream.Signature(self.c_layout)),
-        })
+        self.a_layout, self.b_layout, self.c_layout = mac_layouts(
+            rows, cols, a_width, b_width, acc_width
+        )
+        super().__init__(
+            {
+                "a": In(stream.Signature(self.a_layout)),
+                "b": In(stream.Signature(self.b_layout)),
+                "c": Out(stream.Signature(self.c_layout)),
+            }
+        )
 
     @classmethod
     def from_config(cls, cfg):
@@ -108,9 +109,10 @@ class MacArray(wiring.Component):
         for r in range(R):
             val = Signal(signed(self.a_width), name=f"a_skew_{r}_0")
             cv = Signal(ctl, name=f"ctl_skew_{r}_0")
-            m.d.sync += [val.eq(self.a.payload.data[r]),
-                         cv.eq(Cat(step, self.a.payload.first, self.a.payload.last,
-                                   self.a.payload.sub))]
+            m.d.sync += [
+                val.eq(self.a.payload.data[r]),
+                cv.eq(Cat(step, self.a.payload.first, self.a.payload.last, self.a.payload.sub)),
+            ]
             for i in range(r):
                 nval = Signal(signed(self.a_width), name=f"a_skew_{r}_{i + 1}")
                 ncv = Signal(ctl, name=f"ctl_skew_{r}_{i + 1}")
@@ -161,16 +163,24 @@ class MacArray(wiring.Component):
         row = Signal(range(R))
         draining = Signal()
         with m.If(step & self.a.payload.last):
-            m.d.sync += [busy.eq(1), wait.eq(self.latency - 2), mask.eq(self.a.payload.mask),
-                         row0.eq(self.a.payload.row0), col0.eq(self.a.payload.col0),
-                         row.eq(0)]
+            m.d.sync += [
+                busy.eq(1),
+                wait.eq(self.latency - 2),
+                mask.eq(self.a.payload.mask),
+                row0.eq(self.a.payload.row0),
+                col0.eq(self.a.payload.col0),
+                row.eq(0),
+            ]
         with m.Elif(busy & ~draining):
             with m.If(wait == 0):
                 m.d.sync += draining.eq(1)
             with m.Else():
                 m.d.sync += wait.eq(wait - 1)
-        m.d.comb += [self.c.valid.eq(draining), self.c.payload.row.eq(row),
-                     self.c.payload.last.eq(row == R - 1)]
+        m.d.comb += [
+            self.c.valid.eq(draining),
+            self.c.payload.row.eq(row),
+            self.c.payload.last.eq(row == R - 1),
+        ]
         i = Signal(OFFSET_BITS + 1)
         m.d.comb += i.eq(row0 + row)
         for c in range(C):
@@ -195,6 +205,30 @@ class MacArray(wiring.Component):
             with m.Else():
                 m.d.sync += row.eq(row + 1)
         return m
+
+
+def mac_layouts(rows, cols, a_width, b_width, acc_width):
+    """Payload layouts of the ``a``, ``b`` and ``c`` streams (also used by testbenches)."""
+    a = data.StructLayout(
+        {
+            "data": data.ArrayLayout(signed(a_width), rows),
+            "first": 1,
+            "last": 1,
+            "sub": 1,
+            "mask": Mask,
+            "row0": OFFSET_BITS,
+            "col0": OFFSET_BITS,
+        }
+    )
+    b = data.StructLayout({"data": data.ArrayLayout(signed(b_width), cols)})
+    c = data.StructLayout(
+        {
+            "data": data.ArrayLayout(signed(acc_width), cols),
+            "row": range(rows),
+            "last": 1,
+        }
+    )
+    return a, b, c
 
 
 def operand_widths(cfg) -> tuple[int, int]:

@@ -31,9 +31,18 @@ class MacTile:
 
     def a_beats(self):
         K = len(self.a)
-        return [{"data": self.a[k].tolist(), "first": int(self.first[k]), "last": int(k == K - 1),
-                 "sub": int(self.sub[k]), "mask": self.mask, "row0": self.row0,
-                 "col0": self.col0} for k in range(K)]
+        return [
+            {
+                "data": self.a[k].tolist(),
+                "first": int(self.first[k]),
+                "last": int(k == K - 1),
+                "sub": int(self.sub[k]),
+                "mask": self.mask,
+                "row0": self.row0,
+                "col0": self.col0,
+            }
+            for k in range(K)
+        ]
 
     def b_beats(self):
         return [{"data": row.tolist()} for row in self.b]
@@ -61,9 +70,17 @@ def mac_tiles(rng, rows, cols, a_width, b_width, n_tiles, k_range=(1, 12)):
         first[0] = True
         if K > 2 and rng.random() < 0.2:
             first[int(rng.integers(1, K))] = True  # a restart inside the tile
-        tiles.append(MacTile(a=a, b=b, sub=rng.random(K) < 0.3, first=first,
-                             mask=int(rng.integers(0, 3)), row0=int(rng.integers(0, 3)) * rows,
-                             col0=int(rng.integers(0, 3)) * cols))
+        tiles.append(
+            MacTile(
+                a=a,
+                b=b,
+                sub=rng.random(K) < 0.3,
+                first=first,
+                mask=int(rng.integers(0, 3)),
+                row0=int(rng.integers(0, 3)) * rows,
+                col0=int(rng.integers(0, 3)) * cols,
+            )
+        )
     return tiles, expected_rows(tiles)
 
 

@@ -42,8 +42,9 @@ def run_mac(dut, tiles, expected, seed, stall_p=0.3, label="mac"):
     for n, ((row, r, last), want) in enumerate(zip(got, expected, strict=True)):
         assert r == n % dut.rows and last == (r == dut.rows - 1), f"{label}: beat {n} framing"
         for c, (g, e) in enumerate(zip(row, want, strict=True)):
-            assert g == e, (f"{label} seed {seed}: tile {n // dut.rows} row {r} col {c}: "
-                            f"expected {e}, got {g}")
+            assert g == e, (
+                f"{label} seed {seed}: tile {n // dut.rows} row {r} col {c}: expected {e}, got {g}"
+            )
 
 
 @pytest.mark.parametrize("seed", [1, 2])
