@@ -85,7 +85,7 @@ class MacArray(wiring.Component):
 
     @classmethod
     def from_config(cls, cfg):
-        """The array of a :class:`~deltanet_hw.config.CoreConfig`: operand widths from the program."""
+        """The array a :class:`~deltanet_hw.config.CoreConfig` describes."""
         a_width, b_width = operand_widths(cfg)
         return cls(cfg.array_rows, cfg.array_cols, a_width, b_width, cfg.acc_bits)
 

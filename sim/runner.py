@@ -46,7 +46,7 @@ def available_simulators() -> list[str]:
 
 
 def write_verilog(component, name: str, path: Path, config=None) -> Path:
-    """Write ``component`` as Verilog module ``name`` to ``path`` (and the config JSON beside it)."""
+    """Write ``component`` as Verilog module ``name`` to ``path``, the config JSON beside it."""
     from amaranth.back import verilog
 
     text = verilog.convert(component, name=name, emit_src=False)

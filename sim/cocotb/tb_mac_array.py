@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import cocotb
 import numpy as np
@@ -15,7 +16,7 @@ from deltanet_hw.sim.vectors import mac_tiles
 
 @cocotb.test(timeout_time=2000, timeout_unit="ms")
 async def random_tiles_under_stalls(dut):
-    p = json.loads(open(os.environ[TEST_ENV]).read())
+    p = json.loads(Path(os.environ[TEST_ENV]).read_text())
     R, C = p["rows"], p["cols"]
     a_layout, b_layout, c_layout = mac_layouts(R, C, p["a_width"], p["b_width"], p["acc_width"])
     rng = np.random.default_rng(p["seed"])
