@@ -11,7 +11,7 @@ ECP5) and adds it to its accumulator: ``first`` starts a new sum, ``sub`` subtra
 ``last`` copies the finished sum into the element's result register. Results leave through the
 ``c`` stream one row per beat while the next tile already accumulates, so long products keep the
 array busy: a tile's last beat is accepted only once the previous tile's results have left
-(tiles shorter than R + C + 2 steps wait for that).
+(tiles shorter than R + C + 3 steps wait for that).
 
 The drain applies the tile's triangular mask, given with the last beat as a mode and the tile's
 position (``row0``, ``col0``) in the whole matrix: ``lower`` keeps elements with i >= j,
@@ -24,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["MacArray", "Mask", "mac_layouts", "operand_widths"]
 
-OFFSET_BITS = 16  # row0 / col0: position of a tile in its matrix
+OFFSET_BITS = 10  # row0 / col0: position of a tile in its matrix (chunks <= 256 rows)
 
 
 class Mask(enum.Enum, shape=2):
@@ -92,7 +92,7 @@ class MacArray(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from accepting a tile's last beat to its first result row being available."""
-        return self.cols + 2
+        return self.cols + 3
 
     def elaborate(self, platform):
         m = Module()
@@ -130,6 +130,7 @@ class MacArray(wiring.Component):
 
         # processing elements
         res = [[None] * C for _ in range(R)]
+        half = self.acc_width // 2
         b_down = list(b_in)
         for r in range(R):
             a_val, a_ctl = a_in[r]
@@ -137,15 +138,31 @@ class MacArray(wiring.Component):
                 b_val = b_down[c]
                 prod = Signal(signed(self.a_width + self.b_width), name=f"prod_{r}_{c}")
                 pctl = Signal(ctl, name=f"pctl_{r}_{c}")
-                acc = Signal(signed(self.acc_width), name=f"acc_{r}_{c}")
                 out = Signal(signed(self.acc_width), name=f"res_{r}_{c}")
+                # the product register holds +a*b, or ~(a*b) with a carry-in of 1 for -a*b
+                # (-x = ~x + 1)
                 m.d.sync += [prod.eq(a_val * b_val), pctl.eq(a_ctl)]
-                term = Mux(pctl.sub, -prod, prod)
-                total = Mux(pctl.first, term, acc + term)
+                with m.If(a_ctl.sub):
+                    m.d.sync += prod.eq(~(a_val * b_val))
+                # carry-save accumulator in two halves: the carry out of the low half is added
+                # to the high half one step later, so no carry chain is longer than ~acc/2
+                wide = Signal(signed(self.acc_width), name=f"wide_{r}_{c}")
+                m.d.comb += wide.eq(prod)
+                lo = Signal(half, name=f"acc_lo_{r}_{c}")
+                hi = Signal(signed(self.acc_width - half), name=f"acc_hi_{r}_{c}")
+                carry = Signal(name=f"carry_{r}_{c}")
+                lo_sum = Signal(half + 1, name=f"lo_sum_{r}_{c}")
+                m.d.comb += lo_sum.eq(Mux(pctl.first, 0, lo) + wide[:half] + pctl.sub)
+                finish = Signal(name=f"finish_{r}_{c}")
+                m.d.sync += finish.eq(pctl.valid & pctl.last)
                 with m.If(pctl.valid):
-                    m.d.sync += acc.eq(total)
-                    with m.If(pctl.last):
-                        m.d.sync += out.eq(total)
+                    m.d.sync += [
+                        lo.eq(lo_sum[:half]),
+                        carry.eq(lo_sum[half]),
+                        hi.eq(Mux(pctl.first, 0, hi + carry) + wide[half:].as_signed()),
+                    ]
+                with m.If(finish):
+                    m.d.sync += out.eq(Cat(lo, hi + carry))
                 res[r][c] = out
                 # pass a (with control) right and b down
                 a_next = Signal(signed(self.a_width), name=f"a_{r}_{c}")
@@ -155,55 +172,72 @@ class MacArray(wiring.Component):
                 a_val, a_ctl = a_next, ctl_next
                 b_down[c] = b_next
 
-        # drain: wait for row 0, then one row per beat; mask by the tile's position
+        # drain: wait for row 0, then copy one row per cycle (masked by the tile's position)
+        # into the output register while the next tile accumulates
+        # keep[c] of the row being copied is the sign of t[c] = (row0 + row) - (col0 + c) - strict,
+        # kept in a register and stepped by one per row: no comparator on the drain path
         mask = Signal(Mask)
         row0 = Signal(OFFSET_BITS)
         col0 = Signal(OFFSET_BITS)
+        start = Signal(2)
+        diag = Signal(signed(OFFSET_BITS + 2))
+        full = Signal()
+        t = [Signal(signed(OFFSET_BITS + 2), name=f"mask_t_{c}") for c in range(C)]
         wait = Signal(range(self.latency))
         row = Signal(range(R))
         draining = Signal()
         with m.If(step & self.a.payload.last):
+            p = self.a.payload
             m.d.sync += [
                 busy.eq(1),
                 wait.eq(self.latency - 2),
-                mask.eq(self.a.payload.mask),
-                row0.eq(self.a.payload.row0),
-                col0.eq(self.a.payload.col0),
                 row.eq(0),
+                mask.eq(p.mask),
+                row0.eq(p.row0),
+                col0.eq(p.col0),
+                start.eq(1),
             ]
         with m.Elif(busy & ~draining):
+            # two cycles after the capture (long before the first row): the mask counters
+            m.d.sync += start.eq(start << 1)
+            with m.If(start[0]):
+                m.d.sync += [
+                    full.eq(mask == Mask.FULL),
+                    diag.eq(row0 - col0 - (mask == Mask.STRICT_LOWER)),
+                ]
+            with m.If(start[1]):
+                m.d.sync += [t[c].eq(diag - c) for c in range(C)]
             with m.If(wait == 0):
                 m.d.sync += draining.eq(1)
             with m.Else():
                 m.d.sync += wait.eq(wait - 1)
-        m.d.comb += [
-            self.c.valid.eq(draining),
-            self.c.payload.row.eq(row),
-            self.c.payload.last.eq(row == R - 1),
-        ]
-        i = Signal(OFFSET_BITS + 1)
-        m.d.comb += i.eq(row0 + row)
+
+        out_valid = Signal()
+        load = Signal()
+        m.d.comb += [load.eq(draining & (~out_valid | self.c.ready)), self.c.valid.eq(out_valid)]
+        with m.If(load):
+            m.d.sync += [
+                out_valid.eq(1),
+                self.c.payload.row.eq(row),
+                self.c.payload.last.eq(row == R - 1),
+            ]
+            with m.If(row == R - 1):
+                m.d.sync += [draining.eq(0), busy.eq(0)]
+            with m.Else():
+                m.d.sync += row.eq(row + 1)
+            m.d.sync += [t[c].eq(t[c] + 1) for c in range(C)]
+        with m.Elif(self.c.ready):
+            m.d.sync += out_valid.eq(0)
         for c in range(C):
-            j = col0 + c
             keep = Signal(name=f"keep_{c}")
-            with m.Switch(mask):
-                with m.Case(Mask.LOWER):
-                    m.d.comb += keep.eq(i >= j)
-                with m.Case(Mask.STRICT_LOWER):
-                    m.d.comb += keep.eq(i > j)
-                with m.Default():
-                    m.d.comb += keep.eq(1)
+            m.d.comb += keep.eq(full | ~t[c][-1])
             value = Signal(signed(self.acc_width), name=f"drain_{c}")
             with m.Switch(row):
                 for r in range(R):
                     with m.Case(r):
                         m.d.comb += value.eq(res[r][c])
-            m.d.comb += self.c.payload.data[c].eq(Mux(keep, value, 0))
-        with m.If(self.c.valid & self.c.ready):
-            with m.If(row == R - 1):
-                m.d.sync += [draining.eq(0), busy.eq(0)]
-            with m.Else():
-                m.d.sync += row.eq(row + 1)
+            with m.If(load):
+                m.d.sync += self.c.payload.data[c].eq(Mux(keep, value, 0))
         return m
 
 

