@@ -12,7 +12,7 @@ import numpy as np
 
 from ..golden.executor import masked
 
-__all__ = ["MacTile", "mac_tiles"]
+__all__ = ["MacTile", "StateSramVectors", "mac_tiles", "state_sram_vectors"]
 
 MASK_NAMES = ("full", "lower", "strict_lower")  # index = hw.mac_array.Mask value
 
@@ -59,8 +59,11 @@ def expected_rows(tiles: list[MacTile]) -> list[np.ndarray]:
     return rows
 
 
-def mac_tiles(rng, rows, cols, a_width, b_width, n_tiles, k_range=(1, 12)):
-    """Random tiles with extreme operand values mixed in, random signs, masks and offsets."""
+def mac_tiles(rng, rows, cols, a_width, b_width, n_tiles, k_range=(1, 12), restart_p=0.2):
+    """Random tiles with extreme operand values mixed in, random signs, masks and offsets.
+
+    With probability ``restart_p`` a tile restarts its sum (``first``) at a random inner step.
+    """
     tiles = []
     for _ in range(n_tiles):
         K = int(rng.integers(k_range[0], k_range[1] + 1))
@@ -68,7 +71,7 @@ def mac_tiles(rng, rows, cols, a_width, b_width, n_tiles, k_range=(1, 12)):
         b = _operands(rng, (K, cols), b_width)
         first = np.zeros(K, dtype=bool)
         first[0] = True
-        if K > 2 and rng.random() < 0.2:
+        if K > 2 and rng.random() < restart_p:
             first[int(rng.integers(1, K))] = True  # a restart inside the tile
         tiles.append(
             MacTile(
@@ -89,3 +92,47 @@ def _operands(rng, shape, width):
     x = rng.integers(lo, hi + 1, size=shape, dtype=np.int64)
     extreme = rng.random(shape) < 0.1
     return np.where(extreme, rng.choice([lo, hi], size=shape), x)
+
+
+@dataclass
+class StateSramVectors:
+    """A golden final state written row segment by row segment, then read back in random order."""
+
+    addr_layout: object
+    row_layout: object
+    write_layout: object
+    writes: list
+    reads: list
+    expected: list
+
+
+def state_sram_vectors(config: str, seed: int) -> StateSramVectors:
+    """The fixed-point model's final state (raw words) for random inputs of a preset."""
+    from ..config import preset
+    from ..golden.fixed import fixed_delta_rule
+    from ..golden.vectors import random_inputs
+    from ..hw.state_sram import sram_layouts
+
+    cfg = preset(config)
+    L = cfg.array_cols
+    NT = -(-cfg.d_v // L)
+    layouts = sram_layouts(cfg.heads, cfg.d_k, cfg.d_v, L, cfg.fmt_state.width)
+    state = fixed_delta_rule(
+        **random_inputs(cfg, 3 * cfg.chunk_size + 5, seed=seed), cfg=cfg
+    ).final_state_raw[0]  # [H, K, V]
+    padded = np.zeros((cfg.heads, cfg.d_k, NT * L), dtype=np.int64)
+    padded[..., : cfg.d_v] = state
+    rng = np.random.default_rng(seed)
+    addrs = [
+        {"head": h, "row": k, "tile": t}
+        for h in range(cfg.heads)
+        for k in range(cfg.d_k)
+        for t in range(NT)
+    ]
+    writes = [
+        {**a, "data": padded[a["head"], a["row"], a["tile"] * L : (a["tile"] + 1) * L].tolist()}
+        for a in addrs
+    ]
+    reads = [addrs[i] for i in rng.permutation(len(addrs))]
+    expected = [padded[a["head"], a["row"], a["tile"] * L : (a["tile"] + 1) * L] for a in reads]
+    return StateSramVectors(*layouts, writes, reads, expected)
