@@ -12,7 +12,14 @@ import numpy as np
 
 from ..golden.executor import masked
 
-__all__ = ["MacTile", "StateSramVectors", "mac_tiles", "state_sram_vectors"]
+__all__ = [
+    "BufferVectors",
+    "MacTile",
+    "StateSramVectors",
+    "chunk_buffer_vectors",
+    "mac_tiles",
+    "state_sram_vectors",
+]
 
 MASK_NAMES = ("full", "lower", "strict_lower")  # index = hw.mac_array.Mask value
 
@@ -136,3 +143,74 @@ def state_sram_vectors(config: str, seed: int) -> StateSramVectors:
     reads = [addrs[i] for i in rng.permutation(len(addrs))]
     expected = [padded[a["head"], a["row"], a["tile"] * L : (a["tile"] + 1) * L] for a in reads]
     return StateSramVectors(*layouts, writes, reads, expected)
+
+
+@dataclass
+class BufferVectors:
+    """Writes into a chunk buffer and random reads in every mode, with the expected words."""
+
+    layouts: tuple
+    writes: list
+    reads: list
+    expected: list
+
+
+def chunk_buffer_vectors(config: str, rows: int, cols: int, lanes: int, seed: int):
+    """Golden q and k words (the fixed model's beta/phi outputs) written by rows and by columns."""
+    from ..config import preset
+    from ..golden.fixed import beta_phi
+    from ..golden.vectors import random_inputs
+    from ..hw.chunk_buffer import ReadMode, buffer_layouts
+
+    cfg = preset(config).replace(d_k=cols)
+    x = random_inputs(cfg, rows, seed=seed)
+    words = beta_phi(
+        cfg, x["q"], x["k"], x["v"], x["beta_logits"], x.get("g"), x.get("conv_weights")
+    )
+    q, k = words["q"][0, :, 0], words["k"][0, :, 0]  # [rows, cols] of head 0
+    rng = np.random.default_rng(seed)
+    model = np.zeros((rows, cols), dtype=np.int64)
+    writes = []
+    for i in range(rows - 1):  # the last row stays unwritten: it must read 0
+        for j in range(0, cols, lanes):
+            seg = q[i, j : j + lanes]
+            model[i, j : j + len(seg)] = seg
+            writes.append(
+                {
+                    "mode": ReadMode.ROW,
+                    "i": i,
+                    "j": j,
+                    "data": np.pad(seg, (0, lanes - len(seg))).tolist(),
+                }
+            )
+    for j in rng.choice(cols, size=max(1, cols // 3), replace=False):
+        for i in range(0, rows, lanes):
+            seg = k[i : i + lanes, j]
+            model[i : i + len(seg), j] = seg
+            writes.append(
+                {
+                    "mode": ReadMode.COLUMN,
+                    "i": i,
+                    "j": int(j),
+                    "data": np.pad(seg, (0, lanes - len(seg))).tolist(),
+                }
+            )
+    padded = np.zeros((rows + lanes, cols + lanes), dtype=np.int64)
+    padded[:rows, :cols] = model
+    reads, expected = [], []
+    for _ in range(6 * rows):
+        mode = ReadMode(int(rng.integers(0, 3)))
+        lane = int(rng.integers(0, lanes))
+        if mode == ReadMode.ROW:
+            i, j = int(rng.integers(0, rows)), int(rng.integers(0, cols))
+            want = padded[i, j : j + lanes]
+        else:
+            i, j = int(rng.integers(0, -(-rows // lanes))) * lanes, int(rng.integers(0, cols))
+            want = padded[i : i + lanes, j].copy()
+            if mode == ReadMode.DIAG:
+                want[np.arange(lanes) != lane] = 0
+        reads.append({"mode": mode, "i": i, "j": j, "lane": lane})
+        expected.append(want)
+    return BufferVectors(
+        buffer_layouts(rows, cols, lanes, cfg.fmt_qk.width), writes, reads, expected
+    )

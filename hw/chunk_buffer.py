@@ -1,0 +1,167 @@
+"""Chunk buffer: a banked scratchpad matrix read by rows, by columns, or as a diagonal.
+
+One instance holds one matrix of the chunk (Q, K, V, beta, T, W, U, or partial sums at the
+accumulator width) of up to ``rows`` x ``cols`` words. It is skew-banked: element (i, j) lives in
+bank (i + j) mod L at address (i // L) * cols + j, so both a column segment (L rows of one column,
+the A operand of one array step) and a row segment (L columns of one row, a B operand step or a
+transposed A step) hit L different banks and are read in one cycle; a barrel rotation puts the
+words in lane order.
+
+Read modes:
+
+``COLUMN``
+    lanes t = 0 .. L-1 get element (i + t, j); i must be a multiple of L.
+``ROW``
+    lanes t get element (i, j + t) (a transposed read when the matrix feeds the A side).
+``DIAG``
+    like ``COLUMN``, but only lane ``lane`` keeps its word and the others read 0: step k of a
+    product with diag(x) (row scaling by a vector stored as a column).
+
+Writes store a row segment (``ROW``) or a column segment (``COLUMN``) per beat. Lanes that fall
+outside the matrix (i or j beyond its size) are not written and read as 0.
+"""
+
+from amaranth import *
+from amaranth.lib import data, enum, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["ChunkBuffer", "ReadMode", "buffer_layouts"]
+
+
+class ReadMode(enum.Enum, shape=2):
+    COLUMN = 0
+    ROW = 1
+    DIAG = 2
+
+
+def buffer_layouts(rows, cols, lanes, width):
+    """Payload layouts: read command, read data, write command."""
+    cmd = data.StructLayout(
+        {"mode": ReadMode, "i": range(rows), "j": range(cols), "lane": range(lanes)}
+    )
+    row = data.ArrayLayout(signed(width), lanes)
+    write = data.StructLayout({"mode": ReadMode, "i": range(rows), "j": range(cols), "data": row})
+    return cmd, row, write
+
+
+class ChunkBuffer(wiring.Component):
+    """Skew-banked matrix scratchpad.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Matrix size (rows is rounded up to a multiple of ``lanes`` in storage).
+    lanes : int
+        Banks, and words per read or write.
+    width : int
+        Signed word width.
+
+    Members
+    -------
+    rd_cmd : In(stream.Signature(cmd_layout))
+        ``mode``, ``i``, ``j``, ``lane`` (DIAG only).
+    rd_data : Out(stream.Signature(ArrayLayout(signed(width), lanes)))
+        One beat per command, in order.
+    wr : In(stream.Signature(write_layout))
+        ``mode`` (ROW or COLUMN), ``i``, ``j``, ``data``; always ready.
+    """
+
+    def __init__(self, rows: int, cols: int, lanes: int, width: int):
+        for name, value in (("rows", rows), ("cols", cols), ("lanes", lanes), ("width", width)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, not {value!r}")
+        if lanes & (lanes - 1):
+            raise ValueError(f"lanes must be a power of two (skewed banks), not {lanes}")
+        self.rows, self.cols, self.lanes, self.width = rows, cols, lanes, width
+        self.blocks = -(-rows // lanes)
+        self.depth = self.blocks * cols
+        self.cmd_layout, self.row_layout, self.write_layout = buffer_layouts(
+            rows, cols, lanes, width
+        )
+        super().__init__(
+            {
+                "rd_cmd": In(stream.Signature(self.cmd_layout)),
+                "rd_data": Out(stream.Signature(self.row_layout)),
+                "wr": In(stream.Signature(self.write_layout)),
+            }
+        )
+
+    def _bank_addresses(self, m, mode, i, j, prefix):
+        """Per bank: (address, inside the matrix, lane) for an access at (i, j) in ``mode``."""
+        L = self.lanes
+        bits = (L - 1).bit_length()
+        rot = Signal(range(L), name=f"{prefix}_rot")
+        m.d.comb += rot.eq((i + j)[:bits] if bits else 0)
+        out = []
+        for b in range(L):
+            t = Signal(range(L), name=f"{prefix}_lane_of_bank_{b}")
+            m.d.comb += t.eq((b - rot)[:bits] if bits else 0)
+            row_i = Signal(range(self.rows + L), name=f"{prefix}_i_{b}")
+            col_j = Signal(range(self.cols + L), name=f"{prefix}_j_{b}")
+            m.d.comb += [
+                row_i.eq(Mux(mode == ReadMode.ROW, i, i + t)),
+                col_j.eq(Mux(mode == ReadMode.ROW, j + t, j)),
+            ]
+            ok = (row_i < self.rows) & (col_j < self.cols)
+            block = row_i[bits:]
+            if self.cols & (self.cols - 1) == 0:
+                addr = Cat(col_j[: (self.cols - 1).bit_length()], block)
+            else:
+                addr = block * self.cols + col_j
+            out.append((addr, ok, t))
+        return rot, out
+
+    def elaborate(self, platform):
+        m = Module()
+        L = self.lanes
+        ports = []
+        for b in range(L):
+            mem = memory.Memory(shape=signed(self.width), depth=self.depth, init=[])
+            m.submodules[f"bank_{b}"] = mem
+            ports.append((mem.read_port(domain="sync"), mem.write_port()))
+
+        # read: addresses now, rotation and lane masking one cycle later with the data
+        out_valid = Signal()
+        take = Signal()
+        m.d.comb += [
+            take.eq(self.rd_cmd.valid & (~out_valid | self.rd_data.ready)),
+            self.rd_cmd.ready.eq(take),
+            self.rd_data.valid.eq(out_valid),
+        ]
+        with m.If(take):
+            m.d.sync += out_valid.eq(1)
+        with m.Elif(self.rd_data.ready):
+            m.d.sync += out_valid.eq(0)
+        cmd = self.rd_cmd.payload
+        rot, banks = self._bank_addresses(m, cmd.mode, cmd.i, cmd.j, "rd")
+        rot_q = Signal(range(L))
+        keep_q = Signal(L)  # lanes that read a word inside the matrix (and the DIAG lane)
+        with m.If(take):
+            m.d.sync += rot_q.eq(rot)
+        keep = []
+        for (addr, ok, t), (rd, _) in zip(banks, ports, strict=True):
+            m.d.comb += [rd.addr.eq(addr), rd.en.eq(take)]
+            keep.append(ok & ((cmd.mode != ReadMode.DIAG) | (t == cmd.lane)))
+        with m.If(take):
+            m.d.sync += keep_q.eq(Cat(*keep))
+        for t in range(L):  # lane t reads bank (t + rot) mod L
+            word = Signal(signed(self.width), name=f"lane_{t}")
+            with m.Switch(rot_q):
+                for r in range(L):
+                    with m.Case(r):
+                        b = (t + r) % L
+                        m.d.comb += word.eq(Mux(keep_q[b], ports[b][0].data, 0))
+            m.d.comb += self.rd_data.payload[t].eq(word)
+
+        # write: a row or column segment, words rotated into their banks
+        wr = self.wr.payload
+        m.d.comb += self.wr.ready.eq(1)
+        _, wbanks = self._bank_addresses(m, wr.mode, wr.i, wr.j, "wr")
+        for b, ((addr, ok, t), (_, wp)) in enumerate(zip(wbanks, ports, strict=True)):
+            word = Signal(signed(self.width), name=f"wr_bank_{b}")
+            with m.Switch(t):
+                for lane in range(L):
+                    with m.Case(lane):
+                        m.d.comb += word.eq(wr.data[lane])
+            m.d.comb += [wp.addr.eq(addr), wp.data.eq(word), wp.en.eq(self.wr.valid & ok)]
+        return m
