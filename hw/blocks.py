@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from .beta_phi import BetaPhi
 from .mac_array import MacArray
+from .state_sram import StateSram
 
 __all__ = ["BLOCKS", "make_block"]
 
 BLOCKS = {
     "mac_array": MacArray.from_config,
+    "state_sram": StateSram.from_config,
+    "beta_phi": BetaPhi,
 }
 
 

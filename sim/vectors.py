@@ -13,9 +13,11 @@ import numpy as np
 from ..golden.executor import masked
 
 __all__ = [
+    "BetaPhiVectors",
     "BufferVectors",
     "MacTile",
     "StateSramVectors",
+    "beta_phi_vectors",
     "chunk_buffer_vectors",
     "mac_tiles",
     "state_sram_vectors",
@@ -214,3 +216,61 @@ def chunk_buffer_vectors(config: str, rows: int, cols: int, lanes: int, seed: in
     return BufferVectors(
         buffer_layouts(rows, cols, lanes, cfg.fmt_qk.width), writes, reads, expected
     )
+
+
+@dataclass
+class BetaPhiVectors:
+    """Raw token words, convolution weights, and the golden beta/phi outputs in stream order."""
+
+    conv_writes: list
+    words: list
+    expected: list  # (kind, head, chan, last, data)
+
+
+def beta_phi_vectors(cfg, tokens: int, seed: int) -> BetaPhiVectors:
+    """Random core inputs through the golden fixed-point beta/phi stages (one sequence)."""
+    from ..golden.fixed import beta_phi
+    from ..golden.vectors import random_inputs
+    from ..hw.beta_phi import Kind
+
+    x = random_inputs(cfg, tokens, seed=seed)
+    out = beta_phi(cfg, x["q"], x["k"], x["v"], x["beta_logits"], x.get("g"), x.get("conv_weights"))
+    raw = {n: cfg.fmt_input.from_float(x[n])[0][0] for n in ("q", "k", "v", "beta_logits")}
+    if cfg.gated:
+        raw["g"] = cfg.fmt_gate.from_float(x["g"])[0][0]
+    conv_writes = []
+    if cfg.short_conv:
+        for name, kind in (("q", Kind.Q), ("k", Kind.K), ("v", Kind.V)):
+            w = cfg.fmt_conv.from_float(x["conv_weights"][name])[0]  # [H, d, W]
+            conv_writes += [
+                {"kind": kind, "head": h, "chan": c, "tap": t, "data": int(w[h, c, t])}
+                for h in range(w.shape[0])
+                for c in range(w.shape[1])
+                for t in range(w.shape[2])
+            ]
+    words, expected = [], []
+    vectors = [
+        ("q", Kind.Q, "q"),
+        ("k", Kind.K, "k"),
+        ("v", Kind.V, "v"),
+        ("beta_logits", Kind.BETA, "beta"),
+    ] + ([("g", Kind.G, "g")] if cfg.gated else [])
+    for t in range(tokens):
+        for h in range(cfg.heads):
+            for name, kind, out_name in vectors:
+                vec = np.atleast_1d(raw[name][t, h])
+                res = np.atleast_1d(out[out_name][0, t, h])
+                for c, (word, want) in enumerate(zip(vec, res, strict=True)):
+                    last = int(c == len(vec) - 1)
+                    words.append(
+                        {
+                            "kind": kind,
+                            "head": h,
+                            "chan": c,
+                            "first": int(t == 0),
+                            "last": last,
+                            "data": int(word),
+                        }
+                    )
+                    expected.append((kind, h, c, last, int(want)))
+    return BetaPhiVectors(conv_writes, words, expected)

@@ -1,0 +1,595 @@
+"""BetaPhi pipeline: raw token words in, feature-mapped, normalised, scaled vectors and beta out.
+
+The fixed-point definitions are golden/fixed.py's ``beta_phi`` and golden/nonlinear.py's tables;
+this block computes the same bits. Words enter one per cycle, a vector at a time (the q, k and v
+vectors of a head, then its beta logit and, when gated, its log decay g, each a vector of one),
+and leave one per cycle in the same order.
+
+Element pipeline (one word per cycle, all stages advance together):
+
+1. short convolution: the channel's last ``conv_size - 1`` inputs (a history memory, cleared by
+   ``first``) times the channel's weights (a memory written through ``conv_wr``), summed exactly
+   and rounded into ``fmt_act`` (without convolution: the input re-rounded);
+2. sigmoid from the table (one block RAM holding each entry and its slope, one multiplier for the
+   interpolation), mirrored for negative inputs;
+3. SiLU = x * sigmoid(x) into ``fmt_act`` (q, k) or ``fmt_v`` (v); ReLU and identity for q, k;
+   beta = sigmoid(logit) (x 2 for ``neg_eigval``) or the constant, into ``fmt_beta``; g passes.
+
+Vector stage (three buffers in rotation, so filling, normalising and draining overlap): while a
+vector fills its buffer the sum of squares accumulates; a small sequencer with one multiplier then
+computes the reciprocal square root (normalise to [1, 4), table, Newton steps, query scale) and
+the buffer drains as x * r rounded into ``fmt_qk``. v, beta and g vectors pass unchanged.
+``saturated`` is a sticky flag: some word did not fit its format (cleared by reset).
+"""
+
+import math
+
+from amaranth import *
+from amaranth.lib import data, enum, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..golden.inputs import L2NORM_EPS
+from ..golden.nonlinear import INTERNAL_FRAC, _rsqrt_lut, _sigmoid_lut
+from .fixed import requantize, shift_round
+
+__all__ = ["BetaPhi", "Kind", "beta_phi_layouts"]
+
+F = INTERNAL_FRAC
+
+
+class Kind(enum.Enum, shape=3):
+    Q = 0
+    K = 1
+    V = 2
+    BETA = 3
+    G = 4
+
+
+def beta_phi_layouts(cfg):
+    """Payload layouts of the input words, the output words and the convolution weight port."""
+    d = max(cfg.d_k, cfg.d_v)
+    in_width = max(cfg.fmt_input.width, cfg.fmt_gate.width)
+    out_width = max(cfg.fmt_qk.width, cfg.fmt_v.width, cfg.fmt_beta.width, cfg.fmt_gate.width)
+    word_in = data.StructLayout(
+        {
+            "kind": Kind,
+            "head": range(cfg.heads),
+            "chan": range(d),
+            "first": 1,
+            "last": 1,
+            "data": signed(in_width),
+        }
+    )
+    word_out = data.StructLayout(
+        {
+            "kind": Kind,
+            "head": range(cfg.heads),
+            "chan": range(d),
+            "last": 1,
+            "data": signed(out_width),
+        }
+    )
+    conv = data.StructLayout(
+        {
+            "kind": Kind,
+            "head": range(cfg.heads),
+            "chan": range(d),
+            "tap": range(cfg.conv_size),
+            "data": signed(cfg.fmt_conv.width),
+        }
+    )
+    return word_in, word_out, conv
+
+
+def _lut_rom(m, lut, name):
+    """A read port on a ROM of (entry, slope) pairs of a golden table."""
+    t = [int(v) for v in lut.table]
+    width = max(abs(v) for v in t).bit_length() + 2
+    init = [
+        (t[i] & ((1 << width) - 1)) | (((t[i + 1] - t[i]) & ((1 << width) - 1)) << width)
+        for i in range(len(t) - 1)
+    ]
+    mem = memory.Memory(shape=2 * width, depth=len(init), init=init)
+    m.submodules[name] = mem
+    return mem.read_port(domain="sync"), width
+
+
+def _lut_index(m, lut, x, x_frac, name):
+    """Table index and fraction (and the fraction's bits) of ``x`` (clamped to the domain)."""
+    lo = round(lut.lo * 2**x_frac)
+    top = (1 << (lut.span_log2 + x_frac)) - 1
+    sh = lut.span_log2 + x_frac - lut.bits
+    assert sh > 0, "tables are finer than their inputs"
+    offset = Signal(range(top + 1), name=f"{name}_offset")
+    diff = Value.cast(x).as_signed() - lo
+    with m.If(diff < 0):
+        m.d.comb += offset.eq(0)
+    with m.Elif(diff > top):
+        m.d.comb += offset.eq(top)
+    with m.Else():
+        m.d.comb += offset.eq(diff)
+    return offset[sh:], offset[:sh], sh
+
+
+class BetaPhi(wiring.Component):
+    """The beta/phi pipeline of a :class:`~deltanet_hw.config.CoreConfig`.
+
+    Members
+    -------
+    i : In(stream.Signature(word_in))
+        ``kind``, ``head``, ``chan``, ``first`` (first token of a sequence), ``last`` (last word
+        of the vector), ``data`` (``fmt_input``, or ``fmt_gate`` for g).
+    o : Out(stream.Signature(word_out))
+        The same framing, ``data`` in ``fmt_qk`` (q, k), ``fmt_v`` (v), ``fmt_beta``, ``fmt_gate``.
+    conv_wr : In(stream.Signature(conv_layout))
+        Writes one convolution weight (``fmt_conv``) of a q, k or v channel; always ready.
+    saturated : Out(1)
+        Sticky: a word did not fit its format.
+    """
+
+    def __init__(self, cfg):
+        if cfg.feature_map == "elu1":
+            raise ValueError(
+                "feature_map='elu1' is not implemented in hardware (silu, relu, identity are)"
+            )
+        if cfg.qk_norm != "l2":
+            raise ValueError("qk_norm must be 'l2' in hardware")
+        self.cfg = cfg
+        self.word_in, self.word_out, self.conv_layout = beta_phi_layouts(cfg)
+        mant, self.scale_exp = math.frexp(cfg.query_scale)
+        self.scale_mant = round(mant * 2**F)
+        low = F - self.scale_exp - cfg.fmt_qk.frac_bits  # smallest output shift (p = -fa)
+        if low < 0:
+            raise ValueError(
+                f"fmt_qk has {cfg.fmt_qk.frac_bits} fractional bits, more than the "
+                f"normalisation's {F - self.scale_exp} internal ones"
+            )
+        super().__init__(
+            {
+                "i": In(stream.Signature(self.word_in)),
+                "o": Out(stream.Signature(self.word_out)),
+                "conv_wr": In(stream.Signature(self.conv_layout)),
+                "saturated": Out(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        d = max(cfg.d_k, cfg.d_v)
+        W = cfg.conv_size
+        fin, fa = cfg.fmt_input, cfg.fmt_act
+        sat = Signal()  # any overflow this cycle
+        m.d.sync += self.saturated.eq(self.saturated | sat)
+        overflows = []
+
+        # ---------------- element pipeline ------------------------------------------------
+        p1_valid = Signal()
+        p1_ready = Signal()  # from the vector stage
+        en = Signal()
+        m.d.comb += [en.eq(~p1_valid | p1_ready), self.i.ready.eq(en)]
+
+        def stage(values, name):
+            """Registers of the next pipeline stage (advance when ``en``)."""
+            regs = {
+                key: Signal(Value.cast(v).shape(), name=f"{name}_{key}")
+                for key, v in values.items()
+            }
+            with m.If(en):
+                m.d.sync += [regs[k].eq(Value.cast(v)) for k, v in values.items()]
+            return regs
+
+        w_in = self.i.payload
+        hb = (cfg.heads - 1).bit_length()
+        cb = (d - 1).bit_length()
+
+        def chan_addr(kind, head, chan):
+            kind = Value.cast(kind)
+            return Cat(chan[:cb] if cb else C(0, 0), head[:hb] if hb else C(0, 0), kind[:2])
+
+        depth = 4 << (hb + cb)
+        hist_mem = memory.Memory(shape=max(W - 1, 1) * fin.width, depth=depth, init=[])
+        w_mem = memory.Memory(
+            shape=data.ArrayLayout(signed(cfg.fmt_conv.width), W), depth=depth, init=[]
+        )
+        m.submodules.history = hist_mem
+        m.submodules.weights = w_mem
+        hist_rd = hist_mem.read_port(domain="sync")
+        hist_wr = hist_mem.write_port()
+        w_rd = w_mem.read_port(domain="sync")
+        w_wr = w_mem.write_port(granularity=1)  # one tap per write
+        cw = self.conv_wr.payload
+        m.d.comb += [
+            self.conv_wr.ready.eq(1),
+            w_wr.addr.eq(chan_addr(cw.kind, cw.head, cw.chan)),
+            w_wr.data.eq(Cat(*[cw.data] * W)),
+        ]
+        for tap in range(W):
+            m.d.comb += w_wr.en[tap].eq(self.conv_wr.valid & (cw.tap == tap))
+        in_addr = chan_addr(w_in.kind, w_in.head, w_in.chan)
+        m.d.comb += [
+            hist_rd.addr.eq(in_addr),
+            hist_rd.en.eq(en),
+            w_rd.addr.eq(in_addr),
+            w_rd.en.eq(en),
+        ]
+
+        s0 = stage(
+            {
+                "valid": self.i.valid,
+                "kind": w_in.kind,
+                "head": w_in.head,
+                "chan": w_in.chan,
+                "first": w_in.first,
+                "last": w_in.last,
+                "x": w_in.data,
+            },
+            "s0",
+        )
+        x0 = Signal(signed(fin.width))
+        m.d.comb += x0.eq(s0["x"])
+        conv_kind = (s0["kind"] == Kind.Q) | (s0["kind"] == Kind.K) | (s0["kind"] == Kind.V)
+        # history: x[t-1], x[t-2], ... (zero at the first token of a sequence)
+        hist = [Signal(signed(fin.width), name=f"hist_{i}") for i in range(W - 1)]
+        for i, h in enumerate(hist):
+            m.d.comb += h.eq(Mux(s0["first"], 0, hist_rd.data[i * fin.width : (i + 1) * fin.width]))
+        m.d.comb += [
+            hist_wr.addr.eq(chan_addr(s0["kind"], s0["head"], s0["chan"])),
+            hist_wr.en.eq(s0["valid"] & en & conv_kind),
+        ]
+        if W > 1:
+            m.d.comb += hist_wr.data.eq(Cat(x0, *hist[:-1]))
+        taps = [x0, *hist]  # taps[lag] = x[t - lag]
+        if cfg.short_conv:
+            prods = {f"p{lag}": taps[lag] * w_rd.data[W - 1 - lag] for lag in range(W)}
+        else:
+            prods = {}
+        s1 = stage(
+            {
+                "valid": s0["valid"],
+                "kind": s0["kind"],
+                "head": s0["head"],
+                "chan": s0["chan"],
+                "last": s0["last"],
+                "x": x0,
+                **prods,
+            },
+            "s1",
+        )
+        if cfg.short_conv:
+            acc = sum(s1[f"p{lag}"] for lag in range(W))
+            act, o_act = requantize(
+                m, acc, fa, "conv_act", frac_in=fin.frac_bits + cfg.fmt_conv.frac_bits
+            )
+        else:
+            act, o_act = requantize(m, s1["x"], fa, "conv_act", frac_in=fin.frac_bits)
+        s1_conv = (s1["kind"] == Kind.Q) | (s1["kind"] == Kind.K) | (s1["kind"] == Kind.V)
+        overflows.append(s1["valid"] & en & s1_conv & o_act)
+        # the value the nonlinear part sees: activations for q, k, v; raw words for beta and g
+        s2 = stage(
+            {
+                "valid": s1["valid"],
+                "kind": s1["kind"],
+                "head": s1["head"],
+                "chan": s1["chan"],
+                "last": s1["last"],
+                "y": Mux(s1_conv, act, s1["x"]),
+            },
+            "s2",
+        )
+
+        # sigmoid: table index from |y| (activation or logit fractional bits)
+        lut = _sigmoid_lut(cfg.lut_bits)
+        rom, tw = _lut_rom(m, lut, "sigmoid_rom")
+        y2 = s2["y"]
+        ay = Signal(len(y2) + 1)
+        m.d.comb += ay.eq(Mux(y2 < 0, -y2, y2))
+        idx_a, fr_a, sh_a = _lut_index(m, lut, ay, fa.frac_bits, "sig_act")
+        idx_b, fr_b, sh_b = _lut_index(m, lut, ay, fin.frac_bits, "sig_logit")
+        is_beta2 = s2["kind"] == Kind.BETA
+        m.d.comb += [rom.addr.eq(Mux(is_beta2, idx_b, idx_a)), rom.en.eq(en)]
+        s3 = stage(
+            {
+                "valid": s2["valid"],
+                "kind": s2["kind"],
+                "head": s2["head"],
+                "chan": s2["chan"],
+                "last": s2["last"],
+                "y": y2,
+                "fr": Mux(is_beta2, fr_b, fr_a),
+            },
+            "s3",
+        )
+        base = rom.data[:tw].as_signed()
+        slope = rom.data[tw:].as_signed()
+        s4 = stage(
+            {
+                "valid": s3["valid"],
+                "kind": s3["kind"],
+                "head": s3["head"],
+                "chan": s3["chan"],
+                "last": s3["last"],
+                "y": s3["y"],
+                "base": base,
+                "interp": slope * s3["fr"],
+            },
+            "s4",
+        )
+        is_beta4 = s4["kind"] == Kind.BETA
+        r_a = shift_round(m, s4["interp"], sh_a, "half_up", len(s4["interp"]), "sig_round_a")
+        r_b = shift_round(m, s4["interp"], sh_b, "half_up", len(s4["interp"]), "sig_round_b")
+        pos = Signal(signed(F + 3))
+        m.d.comb += pos.eq(s4["base"] + Mux(is_beta4, r_b, r_a))
+        sig = Mux(s4["y"] < 0, (1 << F) - pos, pos)
+        s5 = stage(
+            {
+                "valid": s4["valid"],
+                "kind": s4["kind"],
+                "head": s4["head"],
+                "chan": s4["chan"],
+                "last": s4["last"],
+                "y": s4["y"],
+                "sig": sig,
+            },
+            "s5",
+        )
+        s6 = stage(
+            {
+                "valid": s5["valid"],
+                "kind": s5["kind"],
+                "head": s5["head"],
+                "chan": s5["chan"],
+                "last": s5["last"],
+                "y": s5["y"],
+                "sig": s5["sig"],
+                "silu": s5["y"] * s5["sig"],
+            },
+            "s6",
+        )
+
+        # output of the element pipeline, per kind
+        silu_a, o_sa = requantize(m, s6["silu"], fa, "silu_act", frac_in=fa.frac_bits + F)
+        silu_v, o_sv = requantize(m, s6["silu"], cfg.fmt_v, "silu_v", frac_in=fa.frac_bits + F)
+        beta_frac = F - (cfg.beta_mode == "neg_eigval")
+        beta_s, o_b = requantize(m, s6["sig"], cfg.fmt_beta, "beta", frac_in=beta_frac)
+        value = Signal(signed(max(len(s6["y"]), len(silu_a), len(silu_v), len(beta_s)) + 1))
+        over = Signal()
+        with m.Switch(s6["kind"]):
+            with m.Case(Kind.Q, Kind.K):
+                if cfg.feature_map == "silu":
+                    m.d.comb += [value.eq(silu_a), over.eq(o_sa)]
+                elif cfg.feature_map == "relu":
+                    m.d.comb += value.eq(Mux(s6["y"] < 0, 0, s6["y"]))
+                else:
+                    m.d.comb += value.eq(s6["y"])
+            with m.Case(Kind.V):
+                m.d.comb += [value.eq(silu_v), over.eq(o_sv)]
+            with m.Case(Kind.BETA):
+                if cfg.beta_mode == "constant":
+                    m.d.comb += value.eq(cfg.fmt_beta.const(cfg.beta_constant, "beta_constant"))
+                else:
+                    m.d.comb += [value.eq(beta_s), over.eq(o_b)]
+            with m.Default():
+                m.d.comb += value.eq(s6["y"])
+        overflows.append(s6["valid"] & en & over)
+        s7 = stage(
+            {
+                "valid": s6["valid"],
+                "kind": s6["kind"],
+                "head": s6["head"],
+                "chan": s6["chan"],
+                "last": s6["last"],
+                "value": value,
+            },
+            "s7",
+        )
+        m.d.comb += p1_valid.eq(s7["valid"])
+
+        # ---------------- vector stage: fill -> normalise -> drain, three buffers ----------
+        self._vector_stage(m, s7, p1_valid, p1_ready, overflows)
+        m.d.comb += sat.eq(Cat(*overflows).any())
+        return m
+
+    def _vector_stage(self, m, s7, p1_valid, p1_ready, overflows):
+        cfg = self.cfg
+        d = max(cfg.d_k, cfg.d_v)
+        NB = 3
+        vw = len(s7["value"])
+        buf = memory.Memory(shape=signed(vw), depth=NB * d, init=[])
+        m.submodules.vectors = buf
+        wr = buf.write_port()
+        rd = buf.read_port(domain="sync")
+        ss_width = 2 * vw + (d - 1).bit_length() + 1
+        kinds = Array(Signal(Kind, name=f"buf_kind_{b}") for b in range(NB))
+        heads = Array(Signal(range(cfg.heads), name=f"buf_head_{b}") for b in range(NB))
+        counts = Array(Signal(range(d + 1), name=f"buf_count_{b}") for b in range(NB))
+        sums = Array(Signal(ss_width, name=f"buf_ss_{b}") for b in range(NB))
+        rs = Array(Signal(F + 2, name=f"buf_r_{b}") for b in range(NB))
+        shifts = Array(Signal(range(64), name=f"buf_shift_{b}") for b in range(NB))
+        meta = {"kind": kinds, "head": heads, "count": counts, "ss": sums, "r": rs, "shift": shifts}
+        state = Array(Signal(2, name=f"state_{b}") for b in range(NB))  # 0 free 1 full 2 ready
+        fill, norm, drain = (
+            Signal(range(NB), name=n) for n in ("fill_ptr", "norm_ptr", "drain_ptr")
+        )
+
+        def nxt(p):
+            return Mux(p == NB - 1, 0, p + 1)
+
+        # fill: accept words while the buffer is free
+        count = Signal(range(d + 1))
+        ss = Signal(ss_width)
+        m.d.comb += p1_ready.eq(state[fill] == 0)
+        take = p1_valid & p1_ready
+        v = s7["value"]
+        m.d.comb += [wr.addr.eq(fill * d + count), wr.data.eq(v), wr.en.eq(take)]
+        with m.If(take):
+            ss_next = ss + (v * v).as_unsigned()
+            with m.If(s7["last"]):
+                m.d.sync += [
+                    kinds[fill].eq(s7["kind"]),
+                    heads[fill].eq(s7["head"]),
+                    counts[fill].eq(count + 1),
+                    sums[fill].eq(ss_next),
+                    state[fill].eq(1),
+                    fill.eq(nxt(fill)),
+                    count.eq(0),
+                    ss.eq(0),
+                ]
+            with m.Else():
+                m.d.sync += [count.eq(count + 1), ss.eq(ss_next)]
+
+        # normalise: reciprocal square root of the full buffer at norm_ptr (q and k only)
+        self._rsqrt_sequencer(m, meta, state, norm, nxt)
+
+        # drain: read words of the ready buffer, multiply q/k words by r, round into fmt_qk
+        en = Signal()
+        out_valid = Signal()
+        m.d.comb += [en.eq(~out_valid | self.o.ready), self.o.valid.eq(out_valid)]
+        idx = Signal(range(d + 1))
+        count_d = counts[drain]
+        issue = Signal()
+        m.d.comb += [
+            issue.eq(en & (state[drain] == 2) & (idx < count_d)),
+            rd.addr.eq(drain * d + idx),
+            rd.en.eq(en),
+        ]
+        a_valid, a_kind, a_head, a_chan, a_last, a_r, a_shift = (
+            Signal(name="d1_valid"),
+            Signal(Kind, name="d1_kind"),
+            Signal(range(cfg.heads), name="d1_head"),
+            Signal(range(d), name="d1_chan"),
+            Signal(name="d1_last"),
+            Signal(F + 2, name="d1_r"),
+            Signal(range(64), name="d1_sh"),
+        )
+        with m.If(en):
+            m.d.sync += [
+                a_valid.eq(issue),
+                a_kind.eq(kinds[drain]),
+                a_head.eq(heads[drain]),
+                a_chan.eq(idx),
+                a_last.eq(idx == count_d - 1),
+                a_r.eq(rs[drain]),
+                a_shift.eq(shifts[drain]),
+            ]
+        with m.If(issue):
+            with m.If(idx == count_d - 1):
+                m.d.sync += [idx.eq(0), state[drain].eq(0), drain.eq(nxt(drain))]
+            with m.Else():
+                m.d.sync += idx.eq(idx + 1)
+        b_valid, b_kind, b_head, b_chan, b_last = (
+            Signal(name="d2_valid"),
+            Signal(Kind, name="d2_kind"),
+            Signal(range(cfg.heads), name="d2_head"),
+            Signal(range(d), name="d2_chan"),
+            Signal(name="d2_last"),
+        )
+        b_x = Signal(signed(vw), name="d2_x")
+        b_prod = Signal(signed(vw + F + 3), name="d2_prod")
+        b_shift = Signal(range(64), name="d2_shift")
+        with m.If(en):
+            m.d.sync += [
+                b_valid.eq(a_valid),
+                b_kind.eq(a_kind),
+                b_head.eq(a_head),
+                b_chan.eq(a_chan),
+                b_last.eq(a_last),
+                b_x.eq(rd.data),
+                b_prod.eq(rd.data * a_r.as_signed()),
+                b_shift.eq(a_shift),
+            ]
+        normed, o_n = requantize(m, b_prod, cfg.fmt_qk, "normed", shift=b_shift)
+        is_qk = (b_kind == Kind.Q) | (b_kind == Kind.K)
+        overflows.append(b_valid & en & is_qk & o_n)
+        out = self.o.payload
+        with m.If(en):
+            m.d.sync += [
+                out_valid.eq(b_valid),
+                out.kind.eq(b_kind),
+                out.head.eq(b_head),
+                out.chan.eq(b_chan),
+                out.last.eq(b_last),
+                out.data.eq(Mux(is_qk, normed, b_x)),
+            ]
+
+    def _rsqrt_sequencer(self, m, meta, state, norm, nxt):
+        """One multiplier, a few cycles per q/k vector: golden/nonlinear.py's ``rsqrt``."""
+        cfg = self.cfg
+        fa = cfg.fmt_act.frac_bits
+        s_frac = 2 * fa
+        eps = round(L2NORM_EPS * 2.0**s_frac)
+        lut = _rsqrt_lut(cfg.lut_bits)
+        rom, tw = _lut_rom(m, lut, "rsqrt_rom")
+        kind = meta["kind"][norm]
+        ss_w = len(meta["ss"][0]) + 1
+        s = Signal(ss_w)
+        total = meta["ss"][norm] + eps
+        m.d.comb += s.eq(Mux(total < 1, 1, total))
+        # bit length (priority encoder) -> E, p
+        bitlen = Signal(range(ss_w + 1))
+        for i in range(ss_w):
+            with m.If(s[i]):
+                m.d.comb += bitlen.eq(i + 1)
+        E = Signal(signed(8))
+        p = Signal(signed(8), name="rsqrt_p")
+        m.d.comb += [E.eq(bitlen - 1 - s_frac), p.eq(E >> 1)]
+        mm = Signal(F + 3, name="rsqrt_m")  # m in [1, 4) with F fractional bits
+        r = Signal(F + 2, name="rsqrt_r")
+        p_q = Signal(signed(8))
+        a = Signal(signed(F + 4))
+        b = Signal(signed(F + 4))
+        prod = Signal(signed(2 * F + 8))
+        m.d.comb += prod.eq(a * b)  # the sequencer's one multiplier
+        idx, fr, sh = _lut_index(m, lut, mm, F, "rsqrt")
+        m.d.comb += rom.addr.eq(idx)
+        fr_q = Signal(len(fr))
+        is_q = kind == Kind.Q
+        scaled = cfg.query_scale != 1.0
+        with m.FSM(name="rsqrt"):
+            with m.State("IDLE"), m.If(state[norm] == 1):
+                with m.If((kind == Kind.Q) | (kind == Kind.K)):
+                    shifted = Signal(ss_w + F, name="rsqrt_shifted")
+                    m.d.comb += shifted.eq((s << F) >> (s_frac + 2 * p).as_unsigned())
+                    m.d.sync += [mm.eq(shifted), p_q.eq(p)]
+                    m.d.comb += rom.en.eq(0)
+                    m.next = "LUT"
+                with m.Else():
+                    m.d.sync += [state[norm].eq(2), norm.eq(nxt(norm))]
+            with m.State("LUT"):
+                m.d.comb += rom.en.eq(1)
+                m.d.sync += fr_q.eq(fr)
+                m.next = "INTERP"
+            with m.State("INTERP"):
+                m.d.comb += [a.eq(rom.data[tw:].as_signed()), b.eq(fr_q)]
+                rounded = shift_round(m, prod, sh, "half_up", len(prod), "rsqrt_interp")
+                m.d.sync += r.eq(rom.data[:tw].as_signed() + rounded)
+                m.next = "NEWTON_0" if cfg.rsqrt_newton else "SCALE"
+            r2 = Signal(signed(F + 4))
+            for n in range(cfg.rsqrt_newton):
+                after = f"NEWTON_{n + 1}" if n + 1 < cfg.rsqrt_newton else "SCALE"
+                with m.State(f"NEWTON_{n}"):  # r2 = r * r
+                    m.d.comb += [a.eq(r), b.eq(r)]
+                    m.d.sync += r2.eq(shift_round(m, prod, F, "half_up", len(prod), f"nr2_{n}"))
+                    m.next = f"NEWTON_{n}_B"
+                with m.State(f"NEWTON_{n}_B"):  # r2 = m * r2
+                    m.d.comb += [a.eq(mm), b.eq(r2)]
+                    m.d.sync += r2.eq(shift_round(m, prod, F, "half_up", len(prod), f"nmr_{n}"))
+                    m.next = f"NEWTON_{n}_C"
+                with m.State(f"NEWTON_{n}_C"):  # r = r (3 - m r^2) / 2
+                    m.d.comb += [a.eq(r), b.eq((3 << F) - r2)]
+                    m.d.sync += r.eq(shift_round(m, prod, F + 1, "half_up", len(prod), f"nr_{n}"))
+                    m.next = after
+            with m.State("SCALE"):
+                base_shift = fa + F - cfg.fmt_qk.frac_bits
+                with m.If(is_q & scaled):
+                    m.d.comb += [a.eq(r), b.eq(self.scale_mant)]
+                    m.d.sync += [
+                        meta["r"][norm].eq(
+                            shift_round(m, prod, F, "half_up", len(prod), "q_scale")
+                        ),
+                        meta["shift"][norm].eq(base_shift + p_q - self.scale_exp),
+                    ]
+                with m.Else():
+                    m.d.sync += [meta["r"][norm].eq(r), meta["shift"][norm].eq(base_shift + p_q)]
+                m.d.sync += [state[norm].eq(2), norm.eq(nxt(norm))]
+                m.next = "IDLE"
