@@ -29,7 +29,7 @@ import numpy as np
 
 from ..qformat import shift_round
 from .executor import FixedArith, run_sequence
-from .inputs import L2NORM_EPS, check_array
+from .inputs import L2NORM_EPS, check_array, check_gates
 from .nonlinear import INTERNAL_FRAC, exp_neg, rsqrt, sigmoid, silu
 
 __all__ = ["FixedResult", "beta_phi", "fixed_delta_rule", "fixed_recurrent_delta_rule"]
@@ -121,11 +121,7 @@ def _check_inputs(cfg, q, k, v, beta_logits, g, conv_weights, initial_state):
             f"g (log decay) must be given exactly when the config is gated (gated={cfg.gated})"
         )
     if g is not None:
-        g = check_array("g", g, 3)
-        if g.shape != (B, T, H):
-            raise ValueError(f"g must have shape {(B, T, H)}, not {g.shape}")
-        if np.any(g > 0):
-            raise ValueError("g is a log decay and must be <= 0 (alpha = exp(g) in (0, 1])")
+        g = check_gates(g, (B, T, H))
     if cfg.short_conv != (conv_weights is not None):
         raise ValueError(
             "conv_weights (q, k, v of shape [H, d, conv_size]) must be given exactly "

@@ -14,7 +14,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["L2NORM_EPS", "STABILITY_MODES", "Prepared", "check_array", "l2norm", "prepare", "run"]
+__all__ = [
+    "L2NORM_EPS",
+    "STABILITY_MODES",
+    "Prepared",
+    "check_array",
+    "check_gates",
+    "l2norm",
+    "prepare",
+    "run",
+]
 
 L2NORM_EPS = 1e-6  # fla's l2norm: x / sqrt(sum(x^2) + eps), eps inside the square root
 STABILITY_MODES = ("raise", "warn", "ignore")
@@ -38,6 +47,16 @@ def check_array(name: str, x, ndim: int | None = None) -> np.ndarray:
             f"{name} contains NaN or Inf (first at index {tuple(int(i) for i in bad)})"
         )
     return arr.astype(np.float64, copy=False)
+
+
+def check_gates(g, shape) -> np.ndarray:
+    """Log decays ``g``: float, finite, of ``shape`` and <= 0, else a ``ValueError``."""
+    g = check_array("g", g, 3)
+    if g.shape != tuple(shape):
+        raise ValueError(f"g must have shape [B, T, HV] = {tuple(shape)}, not {g.shape}")
+    if np.any(g > 0):
+        raise ValueError("g is a log decay and must be <= 0 (alpha = exp(g) in (0, 1])")
+    return g
 
 
 def l2norm(x: np.ndarray, eps: float = L2NORM_EPS) -> np.ndarray:
@@ -100,11 +119,7 @@ def prepare(
     if beta.shape != (B, T, HV):
         raise ValueError(f"beta must have shape [B, T, HV] = {(B, T, HV)}, not {beta.shape}")
     if g is not None:
-        g = check_array("g", g, 3)
-        if g.shape != (B, T, HV):
-            raise ValueError(f"g must have shape [B, T, HV] = {(B, T, HV)}, not {g.shape}")
-        if np.any(g > 0):
-            raise ValueError("g is a log decay and must be <= 0 (alpha = exp(g) in (0, 1])")
+        g = check_gates(g, (B, T, HV))
     if scale is None:
         scale = K**-0.5
     if isinstance(scale, bool) or not isinstance(scale, int | float | np.floating):

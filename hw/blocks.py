@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .beta_phi import BetaPhi
+from .chunk_buffer import ChunkBuffer
 from .mac_array import MacArray
 from .state_sram import StateSram
 
@@ -11,6 +12,7 @@ __all__ = ["BLOCKS", "make_block"]
 BLOCKS = {
     "mac_array": MacArray.from_config,
     "state_sram": StateSram.from_config,
+    "chunk_buffer": ChunkBuffer.from_config,
     "beta_phi": BetaPhi,
 }
 

@@ -22,8 +22,10 @@ outside the matrix (i or j beyond its size) are not written and read as 0.
 """
 
 from amaranth import *
-from amaranth.lib import data, enum, memory, stream, wiring
+from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
+
+from .banks import memory_banks, read_handshake
 
 __all__ = ["ChunkBuffer", "ReadMode", "buffer_layouts"]
 
@@ -86,6 +88,13 @@ class ChunkBuffer(wiring.Component):
             }
         )
 
+    @classmethod
+    def from_config(cls, cfg):
+        """The buffer of one chunk matrix (C x max(d_k, d_v) data words, one lane per array row)."""
+        from .mac_array import operand_widths
+
+        return cls(cfg.chunk_size, max(cfg.d_k, cfg.d_v), cfg.array_rows, operand_widths(cfg)[0])
+
     def _bank_addresses(self, m, mode, i, j, prefix):
         """Per bank: (address, inside the matrix, lane) for an access at (i, j) in ``mode``."""
         L = self.lanes
@@ -114,24 +123,8 @@ class ChunkBuffer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         L = self.lanes
-        ports = []
-        for b in range(L):
-            mem = memory.Memory(shape=signed(self.width), depth=self.depth, init=[])
-            m.submodules[f"bank_{b}"] = mem
-            ports.append((mem.read_port(domain="sync"), mem.write_port()))
-
-        # read: addresses now, rotation and lane masking one cycle later with the data
-        out_valid = Signal()
-        take = Signal()
-        m.d.comb += [
-            take.eq(self.rd_cmd.valid & (~out_valid | self.rd_data.ready)),
-            self.rd_cmd.ready.eq(take),
-            self.rd_data.valid.eq(out_valid),
-        ]
-        with m.If(take):
-            m.d.sync += out_valid.eq(1)
-        with m.Elif(self.rd_data.ready):
-            m.d.sync += out_valid.eq(0)
+        ports = memory_banks(m, L, self.width, self.depth)  # words never written read 0
+        take = read_handshake(m, self.rd_cmd, self.rd_data)
         cmd = self.rd_cmd.payload
         rot, banks = self._bank_addresses(m, cmd.mode, cmd.i, cmd.j, "rd")
         rot_q = Signal(range(L))

@@ -8,8 +8,10 @@ and reads back the final state through the same two ports, one row segment per b
 """
 
 from amaranth import *
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+
+from .banks import memory_banks, read_handshake
 
 __all__ = ["StateSram", "sram_layouts"]
 
@@ -90,24 +92,8 @@ class StateSram(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         L = self.lanes
-        banks = []
-        for c in range(L):
-            # lanes past d_v in the last tile are never written and stay 0
-            mem = memory.Memory(shape=signed(self.width), depth=self.depth, init=[])
-            m.submodules[f"bank_{c}"] = mem
-            banks.append((mem.read_port(domain="sync"), mem.write_port()))
-
-        out_valid = Signal()
-        take = Signal()
-        m.d.comb += [
-            take.eq(self.rd_cmd.valid & (~out_valid | self.rd_data.ready)),
-            self.rd_cmd.ready.eq(take),
-            self.rd_data.valid.eq(out_valid),
-        ]
-        with m.If(take):
-            m.d.sync += out_valid.eq(1)
-        with m.Elif(self.rd_data.ready):
-            m.d.sync += out_valid.eq(0)
+        banks = memory_banks(m, L, self.width, self.depth)  # words never written read 0
+        take = read_handshake(m, self.rd_cmd, self.rd_data)
         cmd = self.rd_cmd.payload
         rd_addr = self.address(cmd.head, cmd.row, cmd.tile)
         wr = self.wr.payload

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["StreamTimeout", "stream_get", "stream_put"]
+__all__ = ["StreamTimeout", "stream_get", "stream_put", "write_then_read"]
 
 
 class StreamTimeout(AssertionError):
@@ -35,3 +35,34 @@ async def stream_get(ctx, stream, *, stall=0, max_wait=1000, name="stream"):
             ctx.set(stream.ready, 0)
             return payload
     raise StreamTimeout(f"{name}: no beat within {max_wait} cycles")
+
+
+def write_then_read(dut, writes, reads, lanes, rng, stall_p=0.3):
+    """Drive ``writes`` into ``dut.wr``, then ``reads`` into ``dut.rd_cmd``; return the words read.
+
+    Random idle cycles on both command streams and random backpressure on ``dut.rd_data``.
+    """
+    from amaranth.sim import Simulator
+
+    got = []
+
+    def pause():
+        return int(rng.integers(1, 3)) if rng.random() < stall_p else 0
+
+    async def commands(ctx):
+        for w in writes:
+            await stream_put(ctx, dut.wr, w, idle=pause(), name="wr")
+        for r in reads:
+            await stream_put(ctx, dut.rd_cmd, r, idle=pause(), name="rd_cmd")
+
+    async def results(ctx):
+        for _ in reads:
+            p = await stream_get(ctx, dut.rd_data, stall=pause(), max_wait=10_000, name="rd_data")
+            got.append([int(p[lane]) for lane in range(lanes)])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(commands, background=True)
+    sim.add_testbench(results)
+    sim.run()
+    return got

@@ -1,13 +1,14 @@
 """Block benchmarks recorded in reports/blocks/: MAC array throughput and FPGA figures.
 
-``python -m deltanet_hw.sim.bench_blocks -o reports/blocks [--fpga]``
-
-- Throughput: long products (256 tiles of K = d_k steps, random operands) through the MAC array
-  of each preset on the Amaranth simulator with no stalls on either side; utilization = MACs
-  done / (R x C x cycles from the first beat accepted to the last result row sent). Every result
-  word is checked against the golden sums.
-- ``--fpga``: the MAC array alone on the iCEBreaker (``ice40``) and the ULX3S-85F (``small``):
-  resources and post-route Fmax from the yosys/nextpnr JSON reports.
+``python -m deltanet_hw.sim.bench_blocks throughput -o reports/blocks``
+    Long products (256 tiles of K = d_k steps, random operands) through the MAC array of each
+    preset on the Amaranth simulator with no stalls on either side; utilization = MACs done /
+    (R x C x cycles from the first beat accepted to the last result row sent). Every result word
+    is checked against the golden sums.
+``python -m deltanet_hw.sim.bench_blocks fpga --block B --config C --board BOARD -o reports/blocks``
+    One block alone on a board: resources and post-route Fmax from yosys/nextpnr JSON reports.
+``python -m deltanet_hw.sim.bench_blocks summary -o reports/blocks``
+    README.md from the JSON records in the folder.
 """
 
 from __future__ import annotations
@@ -22,24 +23,30 @@ import numpy as np
 from amaranth.sim import Simulator
 
 from ..config import preset
-from ..hw.fpga import build, check_fits
+from ..hw.blocks import BLOCKS, make_block
+from ..hw.fpga import BOARDS, build, check_fits
 from ..hw.mac_array import MacArray
 from .vectors import mac_tiles
 
 TARGET_UTILIZATION = 0.95
-FMAX_TARGETS = {"icebreaker": 60.0, "ulx3s-85f": 90.0}
+FMAX_TARGETS = {("mac_array", "icebreaker"): 60.0, ("mac_array", "ulx3s-85f"): 90.0}
 
 
-def mac_throughput(cfg, tiles=256, seed=0) -> dict:
-    dut = MacArray.from_config(cfg)
-    K = cfg.d_k
-    rng = np.random.default_rng(seed)
-    tile_list, expected = mac_tiles(
-        rng, dut.rows, dut.cols, dut.a_width, dut.b_width, tiles, (K, K), restart_p=0.0
-    )
-    a_beats = [b for t in tile_list for b in t.a_beats()]
-    b_beats = [b for t in tile_list for b in t.b_beats()]
-    state = {"cycle": 0, "first": None, "last_out": None, "mismatches": 0, "rows": 0}
+def run_unstalled(dut, tiles, expected) -> dict:
+    """Feed ``tiles`` to a MAC array with valid always high and ready always high.
+
+    Returns the cycles from the first beat accepted to the last result row, and the mismatches.
+    """
+    a_beats = [b for t in tiles for b in t.a_beats()]
+    b_beats = [b for t in tiles for b in t.b_beats()]
+    state = {
+        "cycle": 0,
+        "first": None,
+        "last_out": None,
+        "mismatches": 0,
+        "rows": 0,
+        "feed_cycles": 0,
+    }
 
     async def feed(ctx):
         n = 0
@@ -49,6 +56,7 @@ def mac_throughput(cfg, tiles=256, seed=0) -> dict:
             ctx.set(dut.a.payload, a_beats[n])
             ctx.set(dut.b.payload, b_beats[n])
             _, _, ready = await ctx.tick().sample(dut.a.ready)
+            state["feed_cycles"] += 1
             if ready:
                 if state["first"] is None:
                     state["first"] = state["cycle"]
@@ -75,67 +83,173 @@ def mac_throughput(cfg, tiles=256, seed=0) -> dict:
     sim.add_testbench(clock, background=True)
     sim.add_testbench(feed)
     sim.add_testbench(drain)
-    t0 = time.perf_counter()
     sim.run()
-    cycles = state["last_out"] - state["first"] + 1
+    return {
+        "cycles": state["last_out"] - state["first"] + 1,
+        "beats": len(a_beats),
+        "feed_cycles": state["feed_cycles"],
+        "mismatches": state["mismatches"],
+    }
+
+
+def mac_throughput(cfg, tiles=256, seed=0) -> dict:
+    """Utilization of the config's MAC array on ``tiles`` products of K = d_k steps."""
+    dut = MacArray.from_config(cfg)
+    K = cfg.d_k
+    rng = np.random.default_rng(seed)
+    tile_list, expected = mac_tiles(
+        rng, dut.rows, dut.cols, dut.a_width, dut.b_width, tiles, (K, K), restart_p=0.0
+    )
+    t0 = time.perf_counter()
+    r = run_unstalled(dut, tile_list, expected)
     macs = tiles * K * dut.rows * dut.cols
     return {
         "config": cfg.name,
         "array": f"{dut.rows}x{dut.cols}",
         "tiles": tiles,
         "k": K,
-        "cycles": cycles,
-        "beats": len(a_beats),
-        "utilization": macs / (dut.rows * dut.cols * cycles),
-        "mismatches": state["mismatches"],
+        **r,
+        "utilization": macs / (dut.rows * dut.cols * r["cycles"]),
         "sim_seconds": time.perf_counter() - t0,
     }
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m deltanet_hw.sim.bench_blocks", description=__doc__)
-    ap.add_argument("-o", "--output", default="reports/blocks")
-    ap.add_argument("--fpga", action="store_true", help="also run the FPGA builds (minutes)")
-    ap.add_argument("--tiles", type=int, default=256)
-    args = ap.parse_args(argv)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    record = {
-        "command": "python -m deltanet_hw.sim.bench_blocks " + " ".join(argv or sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d"),
-        "throughput": [],
-        "fpga": [],
-    }
+def _command(argv):
+    return "python -m deltanet_hw.sim.bench_blocks " + " ".join(argv)
+
+
+def cmd_throughput(args, argv):
+    rows = []
     for name in ("tiny", "ice40", "small"):
         r = mac_throughput(preset(name), tiles=args.tiles)
         r["target"] = TARGET_UTILIZATION
         r["met"] = r["utilization"] >= TARGET_UTILIZATION and r["mismatches"] == 0
-        record["throughput"].append(r)
+        rows.append(r)
         print(
             f"{name}: utilization {r['utilization']:.4f} over {r['cycles']} cycles, "
             f"{r['mismatches']} mismatches",
             file=sys.stderr,
             flush=True,
         )
-    if args.fpga:
-        for name, board in (("ice40", "icebreaker"), ("small", "ulx3s-85f")):
-            cfg = preset(name)
-            dut = MacArray.from_config(cfg)
-            need = check_fits(dut.rows * dut.cols, dut.a_width, dut.b_width, board)
-            r = build(dut, board, out / "build" / f"mac_array_{board}", expected_dsps=need)
-            r.update(
-                config=name,
-                block="mac_array",
-                target_fmax_mhz=FMAX_TARGETS[board],
-                met=r["fmax_mhz"] >= FMAX_TARGETS[board],
+    record = {"command": _command(argv), "date": time.strftime("%Y-%m-%d"), "results": rows}
+    (args.output / "mac_array_throughput.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def cmd_fpga(args, argv):
+    cfg = preset(args.config)
+    block = make_block(args.block, cfg)
+    expected = None
+    if args.block == "mac_array":
+        expected = check_fits(block.rows * block.cols, block.a_width, block.b_width, args.board)
+    r = build(
+        block,
+        args.board,
+        args.output / "build" / f"{args.block}_{args.board}",
+        expected_dsps=expected,
+    )
+    target = FMAX_TARGETS.get((args.block, args.board))
+    r.update(
+        block=args.block,
+        config=args.config,
+        command=_command(argv),
+        date=time.strftime("%Y-%m-%d"),
+        target_fmax_mhz=target,
+        met=None if target is None else r["fmax_mhz"] >= target,
+    )
+    out = args.output / "fpga" / f"{args.block}_{args.board}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(r, indent=2) + "\n")
+    print(
+        f"{args.block} on {args.board}: {r['fmax_mhz']:.1f} MHz, {r['resources']}", file=sys.stderr
+    )
+
+
+def cmd_summary(args, argv):
+    lines = [
+        "# Hardware blocks (generated)",
+        "",
+        f"`{_command(argv)}` rebuilds this page from the JSON records here.",
+        "",
+    ]
+    tp = args.output / "mac_array_throughput.json"
+    if tp.exists():
+        rec = json.loads(tp.read_text())
+        lines += [
+            "## MAC array sustained throughput (Amaranth simulation)",
+            "",
+            f"Command: `{rec['command']}` ({rec['date']}). Target: >= 95% of R x C MACs per "
+            "cycle on long products.",
+            "",
+            "| config | array | tiles x K | cycles | utilization | mismatches | target |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['config']} | {r['array']} | {r['tiles']} x {r['k']} | {r['cycles']} | "
+            f"{100 * r['utilization']:.2f}% | {r['mismatches']} | "
+            f"{'met' if r['met'] else 'missed'} |"
+            for r in rec["results"]
+        ]
+        lines.append("")
+    fpga = sorted((args.output / "fpga").glob("*.json")) if (args.output / "fpga").exists() else []
+    if fpga:
+        lines += [
+            "## FPGA builds, one block alone (yosys `stat -json`, nextpnr `--report`)",
+            "",
+            "| block | config | board | Fmax MHz (target) | logic | FFs | DSP | BRAM | build s |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for path in fpga:
+            r = json.loads(path.read_text())
+            res = r["resources"]
+
+            def cell(key, res=res):
+                u = res.get(key)
+                return f"{u['used']}/{u['available']}" if u else "-"
+
+            logic = cell("logic_cells") if "logic_cells" in res else cell("luts")
+            target = (
+                f" ({r['target_fmax_mhz']:.0f}: {'met' if r['met'] else 'missed'})"
+                if r.get("target_fmax_mhz")
+                else ""
             )
-            record["fpga"].append(r)
-            print(
-                f"{board}: {r['fmax_mhz']:.1f} MHz, {r['resources']}", file=sys.stderr, flush=True
+            lines.append(
+                f"| {r['block']} | {r['config']} | {r['board']} | "
+                f"{r['fmax_mhz']:.1f}{target} | {logic} | {cell('flip_flops')} | "
+                f"{cell('dsp')} | {cell('bram')} | {r['seconds']:.0f} |"
             )
-    path = out / "mac_array.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {path}", file=sys.stderr)
+        lines += [
+            "",
+            "Commands: each record's `command` field; tools: "
+            + ", ".join(f"{k} {v}" for k, v in json.loads(fpga[0].read_text())["tools"].items()),
+            "",
+        ]
+    (args.output / "README.md").write_text("\n".join(lines))
+    print(f"wrote {args.output / 'README.md'}", file=sys.stderr)
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(
+        prog="python -m deltanet_hw.sim.bench_blocks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = ap.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("throughput")
+    p.add_argument("--tiles", type=int, default=256)
+    p.set_defaults(func=cmd_throughput)
+    p = sub.add_parser("fpga")
+    p.add_argument("--block", choices=sorted(BLOCKS), required=True)
+    p.add_argument("--config", required=True)
+    p.add_argument("--board", choices=sorted(BOARDS), required=True)
+    p.set_defaults(func=cmd_fpga)
+    p = sub.add_parser("summary")
+    p.set_defaults(func=cmd_summary)
+    for p in sub.choices.values():
+        p.add_argument("-o", "--output", type=Path, default=Path("reports/blocks"))
+    args = ap.parse_args(argv)
+    args.output.mkdir(parents=True, exist_ok=True)
+    args.func(args, argv)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,9 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from deltanet_hw.hw.chunk_buffer import ChunkBuffer
-from deltanet_hw.sim.amaranth_tb import stream_get, stream_put
+from deltanet_hw.sim.amaranth_tb import write_then_read
 from deltanet_hw.sim.runner import available_simulators, run_cocotb, write_verilog
 from deltanet_hw.sim.vectors import chunk_buffer_vectors
 
@@ -17,28 +16,7 @@ from deltanet_hw.sim.vectors import chunk_buffer_vectors
 def test_reads_in_every_mode_under_stalls(rows, cols, lanes):
     v = chunk_buffer_vectors("tiny", rows, cols, lanes, seed=rows + cols)
     dut = ChunkBuffer(rows, cols, lanes, v.layouts[1].elem_shape.width)
-    rng = np.random.default_rng(3)
-    got = []
-
-    def pause():
-        return int(rng.integers(1, 3)) if rng.random() < 0.3 else 0
-
-    async def writer_then_reader(ctx):
-        for w in v.writes:
-            await stream_put(ctx, dut.wr, w, idle=pause(), name="wr")
-        for r in v.reads:
-            await stream_put(ctx, dut.rd_cmd, r, idle=pause(), name="rd_cmd")
-
-    async def reader(ctx):
-        for _ in v.reads:
-            p = await stream_get(ctx, dut.rd_data, stall=pause(), max_wait=10_000, name="rd_data")
-            got.append([int(p[t]) for t in range(lanes)])
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(writer_then_reader, background=True)
-    sim.add_testbench(reader)
-    sim.run()
+    got = write_then_read(dut, v.writes, v.reads, lanes, np.random.default_rng(3))
     for n, (g, e, r) in enumerate(zip(got, v.expected, v.reads, strict=True)):
         assert g == e.tolist(), (
             f"{rows}x{cols}/{lanes}: read {n} {r['mode'].name} i={r['i']} "

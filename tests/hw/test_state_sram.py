@@ -3,11 +3,10 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from deltanet_hw.config import preset
 from deltanet_hw.hw.state_sram import StateSram
-from deltanet_hw.sim.amaranth_tb import stream_get, stream_put
+from deltanet_hw.sim.amaranth_tb import write_then_read
 from deltanet_hw.sim.runner import available_simulators, run_cocotb, write_verilog
 from deltanet_hw.sim.vectors import state_sram_vectors
 
@@ -17,28 +16,7 @@ def test_state_round_trip_under_stalls(config):
     cfg = preset(config)
     dut = StateSram.from_config(cfg)
     v = state_sram_vectors(config, seed=1)
-    rng = np.random.default_rng(1)
-    got = []
-
-    def pause():
-        return int(rng.integers(1, 3)) if rng.random() < 0.3 else 0
-
-    async def writer_then_reader(ctx):
-        for w in v.writes:
-            await stream_put(ctx, dut.wr, w, idle=pause(), name="wr")
-        for r in v.reads:
-            await stream_put(ctx, dut.rd_cmd, r, idle=pause(), name="rd_cmd")
-
-    async def reader(ctx):
-        for _ in v.reads:
-            p = await stream_get(ctx, dut.rd_data, stall=pause(), max_wait=10_000, name="rd_data")
-            got.append([int(p[lane]) for lane in range(dut.lanes)])
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(writer_then_reader, background=True)
-    sim.add_testbench(reader)
-    sim.run()
+    got = write_then_read(dut, v.writes, v.reads, dut.lanes, np.random.default_rng(1))
     for n, (g, e, a) in enumerate(zip(got, v.expected, v.reads, strict=True)):
         assert g == e.tolist(), f"{config}: read {n} at {a}: expected {e.tolist()}, got {g}"
 
