@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -141,26 +142,39 @@ def cmd_fpga(args, argv):
     expected = None
     if args.block == "mac_array":
         expected = check_fits(block.rows * block.cols, block.a_width, block.b_width, args.board)
-    r = build(
-        block,
-        args.board,
-        args.output / "build" / f"{args.block}_{args.board}",
-        expected_dsps=expected,
-    )
+    build_dir = args.output / "build" / f"{args.block}_{args.board}"
+    try:
+        r = build(block, args.board, build_dir, expected_dsps=expected)
+    except subprocess.CalledProcessError:  # e.g. more multipliers than the device has
+        log = build_dir / "top.tim"
+        errors = [
+            ln.strip()
+            for ln in (log.read_text().splitlines() if log.exists() else [])
+            if ln.startswith("ERROR")
+        ]
+        r = {
+            "board": args.board,
+            "error": errors[0] if errors else "the build failed",
+            "fmax_mhz": None,
+            "resources": {},
+            "seconds": None,
+        }
     target = FMAX_TARGETS.get((args.block, args.board))
+    met = None if target is None or r["fmax_mhz"] is None else r["fmax_mhz"] >= target
     r.update(
         block=args.block,
         config=args.config,
         command=_command(argv),
         date=time.strftime("%Y-%m-%d"),
         target_fmax_mhz=target,
-        met=None if target is None else r["fmax_mhz"] >= target,
+        met=met,
     )
     out = args.output / "fpga" / f"{args.block}_{args.board}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(r, indent=2) + "\n")
     print(
-        f"{args.block} on {args.board}: {r['fmax_mhz']:.1f} MHz, {r['resources']}", file=sys.stderr
+        f"{args.block} on {args.board}: {r.get('error') or r['fmax_mhz']}, {r['resources']}",
+        file=sys.stderr,
     )
 
 
@@ -201,6 +215,12 @@ def cmd_summary(args, argv):
         for path in fpga:
             r = json.loads(path.read_text())
             res = r["resources"]
+            if r.get("error"):
+                lines.append(
+                    f"| {r['block']} | {r['config']} | {r['board']} | does not build: "
+                    f"{r['error']} | | | | | |"
+                )
+                continue
 
             def cell(key, res=res):
                 u = res.get(key)
