@@ -99,8 +99,9 @@ class MacArray(wiring.Component):
         R, C = self.rows, self.cols
 
         busy = Signal()  # a tile's results are in flight or draining
+        cap = Signal()  # a last beat was accepted in the previous cycle
         step = Signal()
-        m.d.comb += step.eq(self.a.valid & self.b.valid & ~(self.a.payload.last & busy))
+        m.d.comb += step.eq(self.a.valid & self.b.valid & ~(self.a.payload.last & (busy | cap)))
         m.d.comb += [self.a.ready.eq(step), self.b.ready.eq(step)]
 
         # input stage and skew lines: lane r of a is delayed r cycles, lane c of b c cycles
@@ -186,15 +187,19 @@ class MacArray(wiring.Component):
         wait = Signal(range(self.latency))
         row = Signal(range(R))
         draining = Signal()
-        with m.If(step & self.a.payload.last):
-            p = self.a.payload
+        # the tile's mask and position, registered every cycle (no enable: nothing waits on the
+        # handshake); one cycle after a last beat they are its values
+        info = Signal(data.StructLayout({"mask": Mask, "row0": OFFSET_BITS, "col0": OFFSET_BITS}))
+        p = self.a.payload
+        m.d.sync += [cap.eq(step & p.last), info.eq(Cat(p.mask, p.row0, p.col0))]
+        with m.If(cap):
             m.d.sync += [
                 busy.eq(1),
-                wait.eq(self.latency - 2),
+                wait.eq(self.latency - 3),
                 row.eq(0),
-                mask.eq(p.mask),
-                row0.eq(p.row0),
-                col0.eq(p.col0),
+                mask.eq(info.mask),
+                row0.eq(info.row0),
+                col0.eq(info.col0),
                 start.eq(1),
             ]
         with m.Elif(busy & ~draining):
