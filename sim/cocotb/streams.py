@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from cocotb.triggers import RisingEdge
 
-__all__ = ["StreamDriver", "StreamMonitor", "reset"]
+__all__ = ["StreamDriver", "StreamMonitor", "check_reads", "reset", "write_then_read"]
 
 
 async def reset(dut, cycles=4):
@@ -77,3 +77,36 @@ class StreamMonitor(_Port):
                 raise AssertionError(f"{self.name}: no beat in {self.max_wait} cycles")
         self.ready.value = 0
         return beats
+
+
+async def write_then_read(dut, layouts, writes, reads, rng, stall_p):
+    """Start the clock, reset, write ``writes`` to ``wr``, then read ``reads`` via ``rd_cmd``.
+
+    ``layouts`` is (command, read data, write) as the memory blocks define them.
+    """
+    import cocotb
+    from cocotb.clock import Clock
+
+    cmd_layout, row_layout, write_layout = layouts
+    Clock(dut.clk, 10, unit="ns").start()
+    wr = StreamDriver(dut, "wr", write_layout, rng, stall_p)
+    cmd = StreamDriver(dut, "rd_cmd", cmd_layout, rng, stall_p)
+    out = StreamMonitor(dut, "rd_data", row_layout, rng, stall_p)
+    await reset(dut)
+    await wr.send(writes)
+    cocotb.start_soon(cmd.send(reads))
+    return await out.recv(len(reads))
+
+
+def check_reads(dut, label, got, expected, reads):
+    """Log every mismatching word (label, read number, address, lane, expected, got); count them."""
+    bad = 0
+    for n, (beat, want, addr) in enumerate(zip(got, expected, reads, strict=True)):
+        for lane, e in enumerate(want):
+            if int(beat[lane]) != int(e):
+                bad += 1
+                dut._log.error(
+                    f"{label}: read {n} at {addr} lane {lane}: expected {int(e)}, "
+                    f"got {int(beat[lane])}"
+                )
+    return bad
