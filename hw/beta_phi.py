@@ -513,7 +513,11 @@ class BetaPhi(wiring.Component):
             ]
 
     def _rsqrt_sequencer(self, m, meta, state, norm, nxt):
-        """One multiplier, a few cycles per q/k vector: golden/nonlinear.py's ``rsqrt``."""
+        """golden/nonlinear.py's ``rsqrt`` with one pipelined multiplier, per q/k vector.
+
+        Every product takes three states: load the operand registers, multiply (registered),
+        use the rounded product. A vector of d words gives the sequencer d cycles.
+        """
         cfg = self.cfg
         fa = cfg.fmt_act.frac_bits
         s_frac = 2 * fa
@@ -525,7 +529,7 @@ class BetaPhi(wiring.Component):
         s = Signal(ss_w)
         total = meta["ss"][norm] + eps
         m.d.comb += s.eq(Mux(total < 1, 1, total))
-        # bit length (priority encoder) -> E, p
+        # bit length (priority encoder) -> E, p: s = m 4**p with m in [1, 4)
         bitlen = Signal(range(ss_w + 1))
         for i in range(ss_w):
             with m.If(s[i]):
@@ -533,63 +537,79 @@ class BetaPhi(wiring.Component):
         E = Signal(signed(8))
         p = Signal(signed(8), name="rsqrt_p")
         m.d.comb += [E.eq(bitlen - 1 - s_frac), p.eq(E >> 1)]
-        mm = Signal(F + 3, name="rsqrt_m")  # m in [1, 4) with F fractional bits
+        mm = Signal(F + 3, name="rsqrt_m")  # m with F fractional bits
         r = Signal(F + 2, name="rsqrt_r")
+        r2 = Signal(signed(F + 4), name="rsqrt_r2")
+        base = Signal(signed(tw), name="rsqrt_base")
         p_q = Signal(signed(8))
         a = Signal(signed(F + 4))
         b = Signal(signed(F + 4))
         prod = Signal(signed(2 * F + 8))
-        m.d.comb += prod.eq(a * b)  # the sequencer's one multiplier
+        m.d.sync += prod.eq(a * b)  # the sequencer's one multiplier, registered
         idx, fr, sh = _lut_index(m, lut, mm, F, "rsqrt")
         m.d.comb += rom.addr.eq(idx)
-        fr_q = Signal(len(fr))
-        is_q = kind == Kind.Q
-        scaled = cfg.query_scale != 1.0
+
+        def rounded(shift, name):
+            return shift_round(m, prod, shift, "half_up", len(prod), name)
+
+        base_shift = fa + F - cfg.fmt_qk.frac_bits
+        # (name, operand a, operand b, assignments from the product) in order
+        steps = [
+            (
+                "interp",
+                rom.data[tw:].as_signed(),
+                fr,
+                lambda: [r.eq(base + rounded(sh, "rsqrt_interp"))],
+            )
+        ]
+        for n in range(cfg.rsqrt_newton):
+            steps += [
+                (f"newton{n}_rr", r, r, lambda n=n: [r2.eq(rounded(F, f"nr2_{n}"))]),
+                (f"newton{n}_mrr", mm, r2, lambda n=n: [r2.eq(rounded(F, f"nmr_{n}"))]),
+                (f"newton{n}_r", r, (3 << F) - r2, lambda n=n: [r.eq(rounded(F + 1, f"nr_{n}"))]),
+            ]
         with m.FSM(name="rsqrt"):
             with m.State("IDLE"), m.If(state[norm] == 1):
                 with m.If((kind == Kind.Q) | (kind == Kind.K)):
                     shifted = Signal(ss_w + F, name="rsqrt_shifted")
                     m.d.comb += shifted.eq((s << F) >> (s_frac + 2 * p).as_unsigned())
                     m.d.sync += [mm.eq(shifted), p_q.eq(p)]
-                    m.d.comb += rom.en.eq(0)
                     m.next = "LUT"
                 with m.Else():
                     m.d.sync += [state[norm].eq(2), norm.eq(nxt(norm))]
-            with m.State("LUT"):
-                m.d.comb += rom.en.eq(1)
-                m.d.sync += fr_q.eq(fr)
-                m.next = "INTERP"
-            with m.State("INTERP"):
-                m.d.comb += [a.eq(rom.data[tw:].as_signed()), b.eq(fr_q)]
-                rounded = shift_round(m, prod, sh, "half_up", len(prod), "rsqrt_interp")
-                m.d.sync += r.eq(rom.data[:tw].as_signed() + rounded)
-                m.next = "NEWTON_0" if cfg.rsqrt_newton else "SCALE"
-            r2 = Signal(signed(F + 4))
-            for n in range(cfg.rsqrt_newton):
-                after = f"NEWTON_{n + 1}" if n + 1 < cfg.rsqrt_newton else "SCALE"
-                with m.State(f"NEWTON_{n}"):  # r2 = r * r
-                    m.d.comb += [a.eq(r), b.eq(r)]
-                    m.d.sync += r2.eq(shift_round(m, prod, F, "half_up", len(prod), f"nr2_{n}"))
-                    m.next = f"NEWTON_{n}_B"
-                with m.State(f"NEWTON_{n}_B"):  # r2 = m * r2
-                    m.d.comb += [a.eq(mm), b.eq(r2)]
-                    m.d.sync += r2.eq(shift_round(m, prod, F, "half_up", len(prod), f"nmr_{n}"))
-                    m.next = f"NEWTON_{n}_C"
-                with m.State(f"NEWTON_{n}_C"):  # r = r (3 - m r^2) / 2
-                    m.d.comb += [a.eq(r), b.eq((3 << F) - r2)]
-                    m.d.sync += r.eq(shift_round(m, prod, F + 1, "half_up", len(prod), f"nr_{n}"))
+            with m.State("LUT"):  # table read: entry and slope next cycle
+                m.next = f"{steps[0][0]}_load"
+            for i, (name, op_a, op_b, use) in enumerate(steps):
+                after = f"{steps[i + 1][0]}_load" if i + 1 < len(steps) else "SCALE"
+                with m.State(f"{name}_load"):
+                    m.d.sync += [a.eq(op_a), b.eq(op_b)]
+                    if name == "interp":
+                        m.d.sync += base.eq(rom.data[:tw].as_signed())
+                    m.next = f"{name}_mul"
+                with m.State(f"{name}_mul"):
+                    m.next = f"{name}_use"
+                with m.State(f"{name}_use"):
+                    m.d.sync += use()
                     m.next = after
-            with m.State("SCALE"):
-                base_shift = fa + F - cfg.fmt_qk.frac_bits
-                with m.If(is_q & scaled):
-                    m.d.comb += [a.eq(r), b.eq(self.scale_mant)]
-                    m.d.sync += [
-                        meta["r"][norm].eq(
-                            shift_round(m, prod, F, "half_up", len(prod), "q_scale")
-                        ),
-                        meta["shift"][norm].eq(base_shift + p_q - self.scale_exp),
-                    ]
+            with m.State("SCALE"):  # q: r * scale (mantissa), the exponent joins the shift
+                m.d.sync += [a.eq(r), b.eq(self.scale_mant)]
+                with m.If((kind == Kind.Q) & (cfg.query_scale != 1.0)):
+                    m.next = "SCALE_mul"
                 with m.Else():
-                    m.d.sync += [meta["r"][norm].eq(r), meta["shift"][norm].eq(base_shift + p_q)]
-                m.d.sync += [state[norm].eq(2), norm.eq(nxt(norm))]
+                    m.d.sync += [
+                        meta["r"][norm].eq(r),
+                        meta["shift"][norm].eq(base_shift + p_q),
+                        state[norm].eq(2),
+                        norm.eq(nxt(norm)),
+                    ]
+                    m.next = "IDLE"
+            with m.State("SCALE_mul"):
+                m.next = "SCALE_use"
+            with m.State("SCALE_use"):
+                m.d.sync += [
+                    meta["r"][norm].eq(rounded(F, "q_scale")),
+                    meta["shift"][norm].eq(base_shift + p_q - self.scale_exp),
+                    state[norm].eq(2),
+                    norm.eq(nxt(norm)),
+                ]
                 m.next = "IDLE"
