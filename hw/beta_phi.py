@@ -526,9 +526,8 @@ class BetaPhi(wiring.Component):
         rom, tw = _lut_rom(m, lut, "rsqrt_rom")
         kind = meta["kind"][norm]
         ss_w = len(meta["ss"][0]) + 1
-        s = Signal(ss_w)
+        s = Signal(ss_w, name="rsqrt_s")  # registered: sum of squares + eps, at least 1
         total = meta["ss"][norm] + eps
-        m.d.comb += s.eq(Mux(total < 1, 1, total))
         # bit length (priority encoder) -> E, p: s = m 4**p with m in [1, 4)
         bitlen = Signal(range(ss_w + 1))
         for i in range(ss_w):
@@ -571,12 +570,18 @@ class BetaPhi(wiring.Component):
         with m.FSM(name="rsqrt"):
             with m.State("IDLE"), m.If(state[norm] == 1):
                 with m.If((kind == Kind.Q) | (kind == Kind.K)):
-                    shifted = Signal(ss_w + F, name="rsqrt_shifted")
-                    m.d.comb += shifted.eq((s << F) >> (s_frac + 2 * p).as_unsigned())
-                    m.d.sync += [mm.eq(shifted), p_q.eq(p)]
-                    m.next = "LUT"
+                    m.d.sync += s.eq(Mux(total < 1, 1, total))
+                    m.next = "EXPONENT"
                 with m.Else():
                     m.d.sync += [state[norm].eq(2), norm.eq(nxt(norm))]
+            with m.State("EXPONENT"):
+                m.d.sync += p_q.eq(p)
+                m.next = "MANTISSA"
+            with m.State("MANTISSA"):
+                shifted = Signal(ss_w + F, name="rsqrt_shifted")
+                m.d.comb += shifted.eq((s << F) >> (s_frac + 2 * p_q).as_unsigned())
+                m.d.sync += mm.eq(shifted)
+                m.next = "LUT"
             with m.State("LUT"):  # table read: entry and slope next cycle
                 m.next = f"{steps[0][0]}_load"
             for i, (name, op_a, op_b, use) in enumerate(steps):
