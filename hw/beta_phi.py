@@ -30,7 +30,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.inputs import L2NORM_EPS
 from ..golden.nonlinear import INTERNAL_FRAC, _rsqrt_lut, _sigmoid_lut
-from .fixed import requantize, shift_round
+from .fixed import requantize, round_parts, saturate, shift_round
 
 __all__ = ["BetaPhi", "Kind", "beta_phi_layouts"]
 
@@ -498,18 +498,41 @@ class BetaPhi(wiring.Component):
                 b_prod.eq(rd.data * a_r.as_signed()),
                 b_shift.eq(a_shift),
             ]
-        normed, o_n = requantize(m, b_prod, cfg.fmt_qk, "normed", shift=b_shift)
-        is_qk = (b_kind == Kind.Q) | (b_kind == Kind.K)
-        overflows.append(b_valid & en & is_qk & o_n)
+        # round (truncated value and round-up bit) in one stage, add and saturate in the next
+        q, up = round_parts(m, b_prod, b_shift, cfg.fmt_qk.rounding, "normed")
+        c_valid, c_kind, c_head, c_chan, c_last, c_up = (
+            Signal(name="d3_valid"),
+            Signal(Kind, name="d3_kind"),
+            Signal(range(cfg.heads), name="d3_head"),
+            Signal(range(d), name="d3_chan"),
+            Signal(name="d3_last"),
+            Signal(name="d3_up"),
+        )
+        c_x = Signal(signed(vw), name="d3_x")
+        c_q = Signal.like(q, name="d3_q")
+        with m.If(en):
+            m.d.sync += [
+                c_valid.eq(b_valid),
+                c_kind.eq(b_kind),
+                c_head.eq(b_head),
+                c_chan.eq(b_chan),
+                c_last.eq(b_last),
+                c_x.eq(b_x),
+                c_q.eq(q),
+                c_up.eq(up),
+            ]
+        normed, o_n = saturate(m, c_q + c_up, cfg.fmt_qk, "normed")
+        is_qk = (c_kind == Kind.Q) | (c_kind == Kind.K)
+        overflows.append(c_valid & en & is_qk & o_n)
         out = self.o.payload
         with m.If(en):
             m.d.sync += [
-                out_valid.eq(b_valid),
-                out.kind.eq(b_kind),
-                out.head.eq(b_head),
-                out.chan.eq(b_chan),
-                out.last.eq(b_last),
-                out.data.eq(Mux(is_qk, normed, b_x)),
+                out_valid.eq(c_valid),
+                out.kind.eq(c_kind),
+                out.head.eq(c_head),
+                out.chan.eq(c_chan),
+                out.last.eq(c_last),
+                out.data.eq(Mux(is_qk, normed, c_x)),
             ]
 
     def _rsqrt_sequencer(self, m, meta, state, norm, nxt):

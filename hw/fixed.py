@@ -1,15 +1,51 @@
 """Hardware forms of the fixed-point steps of ``deltanet_hw.qformat`` (same bits, as logic).
 
 :func:`requantize` is :meth:`QFormat.requantize` as combinational Amaranth: round a signed
-integer with ``frac_in`` fractional bits (a constant, or a signal for a variable right shift) into
-a format, then saturate or wrap. :func:`shift_round` is the rounding alone.
+integer with ``frac_in`` fractional bits (or by a variable right shift) into a format, then
+saturate or wrap. It is built from :func:`round_parts` (the truncated value and the round-up
+bit, from the guard bit and a sticky OR: no comparator), and :func:`saturate`, so a pipeline can
+register between the two.
 """
 
 from amaranth import *
 
 from ..qformat import QFormat
 
-__all__ = ["requantize", "shift_round"]
+__all__ = ["requantize", "round_parts", "saturate", "shift_round"]
+
+
+def round_parts(m: Module, x, shift, rounding: str, name: str):
+    """``(q, up)``: ``x >> shift`` (floor) and the bit that rounding adds to it.
+
+    ``shift`` is an int > 0 or an unsigned signal (0 means no rounding). ``half_up`` adds the
+    guard bit (the first dropped bit); ``half_even`` adds it when a lower dropped bit is set or
+    ``q`` is odd; ``truncate`` adds nothing.
+    """
+    x = Value.cast(x).as_signed()
+    q = Signal(signed(len(x)), name=f"{name}_q")
+    up = Signal(name=f"{name}_up")
+    if isinstance(shift, int):
+        m.d.comb += q.eq(x >> shift)
+        guard = x[shift - 1]
+        sticky = x[: shift - 1].any() if shift > 1 else C(0, 1)
+        nonzero = C(1, 1)
+    else:
+        shift = Value.cast(shift)
+        m.d.comb += q.eq(x >> shift)
+        g = Signal.like(shift, name=f"{name}_guard_at")  # position of the guard bit
+        m.d.comb += g.eq(Mux(shift == 0, 0, shift - 1))
+        below = Signal(len(x), name=f"{name}_below")  # ones below the guard bit
+        m.d.comb += below.eq(~(Const(-1, len(x)) << g))
+        guard = x.as_unsigned().bit_select(g, 1)
+        sticky = (x.as_unsigned() & below).any()
+        nonzero = shift != 0
+    if rounding == "truncate":
+        m.d.comb += up.eq(0)
+    elif rounding == "half_up":
+        m.d.comb += up.eq(nonzero & guard)
+    else:
+        m.d.comb += up.eq(nonzero & guard & (sticky | q[0]))
+    return q, up
 
 
 def shift_round(m: Module, x, shift, rounding: str, width: int, name: str):
@@ -20,35 +56,31 @@ def shift_round(m: Module, x, shift, rounding: str, width: int, name: str):
     """
     out = Signal(signed(width), name=name)
     x = Value.cast(x).as_signed()
-    if isinstance(shift, int):
-        if shift <= 0:
-            m.d.comb += out.eq(x << -shift)
-            return out
-        q, r = x >> shift, x[:shift]
-        half = 1 << (shift - 1)
-        if rounding == "truncate":
-            m.d.comb += out.eq(q)
-        elif rounding == "half_up":
-            m.d.comb += out.eq(q + (r >= half))
-        else:
-            m.d.comb += out.eq(q + ((r > half) | ((r == half) & q[0])))
+    if isinstance(shift, int) and shift <= 0:
+        m.d.comb += out.eq(x << -shift)
         return out
-    shift = Value.cast(shift)
-    q = Signal(signed(len(x)), name=f"{name}_q")
-    m.d.comb += q.eq(x >> shift)
-    ones = Signal(len(x), name=f"{name}_mask")
-    m.d.comb += ones.eq((Const(1, len(x) + 1) << shift) - 1)
-    r = Signal(len(x), name=f"{name}_r")
-    half = Signal(len(x), name=f"{name}_half")
-    m.d.comb += [r.eq(x.as_unsigned() & ones), half.eq((Const(1, len(x) + 1) << shift) >> 1)]
-    nonzero = shift != 0
-    if rounding == "truncate":
-        m.d.comb += out.eq(q)
-    elif rounding == "half_up":
-        m.d.comb += out.eq(q + (nonzero & (r >= half)))
-    else:
-        m.d.comb += out.eq(q + (nonzero & ((r > half) | ((r == half) & q[0]))))
+    q, up = round_parts(m, x, shift, rounding, name)
+    m.d.comb += out.eq(q + up)
     return out
+
+
+def saturate(m: Module, value, fmt: QFormat, name: str):
+    """Fit a rounded integer into ``fmt``: ``(raw, overflowed)`` (saturate, or wrap)."""
+    value = Value.cast(value)
+    raw = Signal(signed(fmt.width) if fmt.signed else unsigned(fmt.width), name=name)
+    over = Signal(name=f"{name}_overflow")
+    lo, hi = fmt.min_raw, fmt.max_raw
+    m.d.comb += over.eq((value < lo) | (value > hi))
+    if fmt.overflow == "saturate":
+        with m.If(value < lo):
+            m.d.comb += raw.eq(lo)
+        with m.Elif(value > hi):
+            m.d.comb += raw.eq(hi)
+        with m.Else():
+            m.d.comb += raw.eq(value)
+    else:
+        m.d.comb += raw.eq(value)  # keeps the low bits: two's complement wrap
+    return raw, over
 
 
 def requantize(m: Module, x, fmt: QFormat, name: str, *, frac_in=None, shift=None):
@@ -66,17 +98,4 @@ def requantize(m: Module, x, fmt: QFormat, name: str, *, frac_in=None, shift=Non
         shift = frac_in - fmt.frac_bits
     grow = -shift if isinstance(shift, int) and shift < 0 else 0
     rounded = shift_round(m, x, shift, fmt.rounding, len(x) + grow + 1, f"{name}_rounded")
-    raw = Signal(signed(fmt.width) if fmt.signed else unsigned(fmt.width), name=name)
-    over = Signal(name=f"{name}_overflow")
-    lo, hi = fmt.min_raw, fmt.max_raw
-    m.d.comb += over.eq((rounded < lo) | (rounded > hi))
-    if fmt.overflow == "saturate":
-        with m.If(rounded < lo):
-            m.d.comb += raw.eq(lo)
-        with m.Elif(rounded > hi):
-            m.d.comb += raw.eq(hi)
-        with m.Else():
-            m.d.comb += raw.eq(rounded)
-    else:
-        m.d.comb += raw.eq(rounded)  # keeps the low bits: two's complement wrap
-    return raw, over
+    return saturate(m, rounded, fmt, name)
