@@ -239,19 +239,33 @@ class BetaPhi(wiring.Component):
         ]
         if W > 1:
             m.d.comb += hist_wr.data.eq(Cat(x0, *hist[:-1]))
-        taps = [x0, *hist]  # taps[lag] = x[t - lag]
-        if cfg.short_conv:
-            prods = {f"p{lag}": taps[lag] * w_rd.data[W - 1 - lag] for lag in range(W)}
-        else:
-            prods = {}
-        s1 = stage(
+        # register the memory words (slow block-RAM outputs), then multiply
+        taps = {f"t{lag}": v for lag, v in enumerate([x0, *hist])}  # t<lag> = x[t - lag]
+        weights = {f"w{i}": w_rd.data[i] for i in range(W)} if cfg.short_conv else {}
+        s0b = stage(
             {
                 "valid": s0["valid"],
                 "kind": s0["kind"],
                 "head": s0["head"],
                 "chan": s0["chan"],
                 "last": s0["last"],
-                "x": x0,
+                **taps,
+                **weights,
+            },
+            "s0b",
+        )
+        if cfg.short_conv:
+            prods = {f"p{lag}": s0b[f"t{lag}"] * s0b[f"w{W - 1 - lag}"] for lag in range(W)}
+        else:
+            prods = {}
+        s1 = stage(
+            {
+                "valid": s0b["valid"],
+                "kind": s0b["kind"],
+                "head": s0b["head"],
+                "chan": s0b["chan"],
+                "last": s0b["last"],
+                "x": s0b["t0"],
                 **prods,
             },
             "s1",
@@ -300,9 +314,7 @@ class BetaPhi(wiring.Component):
             },
             "s3",
         )
-        base = rom.data[:tw].as_signed()
-        slope = rom.data[tw:].as_signed()
-        s4 = stage(
+        s3b = stage(
             {
                 "valid": s3["valid"],
                 "kind": s3["kind"],
@@ -310,8 +322,22 @@ class BetaPhi(wiring.Component):
                 "chan": s3["chan"],
                 "last": s3["last"],
                 "y": s3["y"],
-                "base": base,
-                "interp": slope * s3["fr"],
+                "fr": s3["fr"],
+                "base": rom.data[:tw].as_signed(),
+                "slope": rom.data[tw:].as_signed(),
+            },
+            "s3b",
+        )
+        s4 = stage(
+            {
+                "valid": s3b["valid"],
+                "kind": s3b["kind"],
+                "head": s3b["head"],
+                "chan": s3b["chan"],
+                "last": s3b["last"],
+                "y": s3b["y"],
+                "base": s3b["base"],
+                "interp": s3b["slope"] * s3b["fr"],
             },
             "s4",
         )
@@ -477,6 +503,28 @@ class BetaPhi(wiring.Component):
                 m.d.sync += [idx.eq(0), state[drain].eq(0), drain.eq(nxt(drain))]
             with m.Else():
                 m.d.sync += idx.eq(idx + 1)
+        # register the buffer word (slow block-RAM output), then multiply by r
+        w_valid, w_kind, w_head, w_chan, w_last, w_r, w_shift, w_x = (
+            Signal.like(a_valid, name="dw_valid"),
+            Signal(Kind, name="dw_kind"),
+            Signal.like(a_head, name="dw_head"),
+            Signal.like(a_chan, name="dw_chan"),
+            Signal(name="dw_last"),
+            Signal.like(a_r, name="dw_r"),
+            Signal.like(a_shift, name="dw_shift"),
+            Signal(signed(vw), name="dw_x"),
+        )
+        with m.If(en):
+            m.d.sync += [
+                w_valid.eq(a_valid),
+                w_kind.eq(a_kind),
+                w_head.eq(a_head),
+                w_chan.eq(a_chan),
+                w_last.eq(a_last),
+                w_r.eq(a_r),
+                w_shift.eq(a_shift),
+                w_x.eq(rd.data),
+            ]
         b_valid, b_kind, b_head, b_chan, b_last = (
             Signal(name="d2_valid"),
             Signal(Kind, name="d2_kind"),
@@ -489,14 +537,14 @@ class BetaPhi(wiring.Component):
         b_shift = Signal(range(64), name="d2_shift")
         with m.If(en):
             m.d.sync += [
-                b_valid.eq(a_valid),
-                b_kind.eq(a_kind),
-                b_head.eq(a_head),
-                b_chan.eq(a_chan),
-                b_last.eq(a_last),
-                b_x.eq(rd.data),
-                b_prod.eq(rd.data * a_r.as_signed()),
-                b_shift.eq(a_shift),
+                b_valid.eq(w_valid),
+                b_kind.eq(w_kind),
+                b_head.eq(w_head),
+                b_chan.eq(w_chan),
+                b_last.eq(w_last),
+                b_x.eq(w_x),
+                b_prod.eq(w_x * w_r.as_signed()),
+                b_shift.eq(w_shift),
             ]
         # round (truncated value and round-up bit) in one stage, add and saturate in the next
         q, up = round_parts(m, b_prod, b_shift, cfg.fmt_qk.rounding, "normed")
