@@ -8,10 +8,12 @@ are skewed so that processing element (r, c) sees ``a[r, k]`` and ``b[k, c]`` in
 
 Each processing element registers its product (one signed multiplier: a hard DSP on iCE40 and
 ECP5) and adds it to its accumulator: ``first`` starts a new sum, ``sub`` subtracts the product,
-``last`` copies the finished sum into the element's result register. Results leave through the
+``last`` copies the finished sum into the element's result register. The accumulator is
+carry-save in parts of at most ``PART_BITS`` bits (no long carry chain in the loop); the pending
+carries are resolved in a short pipeline before the result register. Results leave through the
 ``c`` stream one row per beat while the next tile already accumulates, so long products keep the
 array busy: a tile's last beat is accepted only once the previous tile's results have left
-(tiles shorter than R + C + 3 steps wait for that).
+(tiles shorter than ``min_tile_steps`` wait for that).
 
 The drain applies the tile's triangular mask, given with the last beat as a mode and the tile's
 position (``row0``, ``col0``) in the whole matrix: ``lower`` keeps elements with i >= j,
@@ -24,6 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["MacArray", "Mask", "mac_layouts", "operand_widths"]
 
+PART_BITS = 14  # longest carry chain of the accumulators
 OFFSET_BITS = 10  # row0 / col0: position of a tile in its matrix (chunks <= 256 rows)
 
 
@@ -90,9 +93,15 @@ class MacArray(wiring.Component):
         return cls(cfg.array_rows, cfg.array_cols, a_width, b_width, cfg.acc_bits)
 
     @property
+    def min_tile_steps(self) -> int:
+        """Tiles of at least this many steps follow each other without a bubble."""
+        return self.latency + self.rows
+
+    @property
     def latency(self) -> int:
         """Cycles from accepting a tile's last beat to its first result row being available."""
-        return self.cols + 3
+        nparts = -(-self.acc_width // PART_BITS)
+        return self.cols + 3 + nparts - 1
 
     def elaborate(self, platform):
         m = Module()
@@ -131,7 +140,11 @@ class MacArray(wiring.Component):
 
         # processing elements
         res = [[None] * C for _ in range(R)]
-        half = self.acc_width // 2
+        nparts = -(-self.acc_width // PART_BITS)
+        part_len = -(-self.acc_width // nparts)
+        bounds = [
+            (lo, min(lo + part_len, self.acc_width)) for lo in range(0, self.acc_width, part_len)
+        ]
         b_down = list(b_in)
         for r in range(R):
             a_val, a_ctl = a_in[r]
@@ -145,25 +158,57 @@ class MacArray(wiring.Component):
                 m.d.sync += [prod.eq(a_val * b_val), pctl.eq(a_ctl)]
                 with m.If(a_ctl.sub):
                     m.d.sync += prod.eq(~(a_val * b_val))
-                # carry-save accumulator in two halves: the carry out of the low half is added
-                # to the high half one step later, so no carry chain is longer than ~acc/2
+                # carry-save accumulator in parts of at most PART_BITS: the carry out of each
+                # part joins the next part one step later, so no carry chain in the loop is
+                # longer than a part; after the last step the pending carries are resolved in
+                # a pipeline of short adds (one stage per part boundary)
                 wide = Signal(signed(self.acc_width), name=f"wide_{r}_{c}")
                 m.d.comb += wide.eq(prod)
-                lo = Signal(half, name=f"acc_lo_{r}_{c}")
-                hi = Signal(signed(self.acc_width - half), name=f"acc_hi_{r}_{c}")
-                carry = Signal(name=f"carry_{r}_{c}")
-                lo_sum = Signal(half + 1, name=f"lo_sum_{r}_{c}")
-                m.d.comb += lo_sum.eq(Mux(pctl.first, 0, lo) + wide[:half] + pctl.sub)
+                parts, carries = [], []
+                for i, (lo, hi) in enumerate(bounds):
+                    top = i == len(bounds) - 1
+                    part = Signal(signed(hi - lo) if top else hi - lo, name=f"acc{i}_{r}_{c}")
+                    cin = pctl.sub if i == 0 else Mux(pctl.first, 0, carries[i - 1])
+                    term = wide[lo:hi].as_signed() if top else wide[lo:hi]
+                    total = Signal(signed(hi - lo) if top else hi - lo + 1, name=f"sum{i}_{r}_{c}")
+                    m.d.comb += total.eq(Mux(pctl.first, 0, part) + term + cin)
+                    with m.If(pctl.valid):
+                        m.d.sync += part.eq(total[: hi - lo])
+                    if not top:
+                        carry = Signal(name=f"carry{i}_{r}_{c}")
+                        with m.If(pctl.valid):
+                            m.d.sync += carry.eq(total[hi - lo])
+                        carries.append(carry)
+                    parts.append(part)
+                # resolution: stage j adds the pending carry count j into part j + 1 (its carry
+                # out joins count j + 1), on copies taken when the last step has been added
                 finish = Signal(name=f"finish_{r}_{c}")
                 m.d.sync += finish.eq(pctl.valid & pctl.last)
-                with m.If(pctl.valid):
-                    m.d.sync += [
-                        lo.eq(lo_sum[:half]),
-                        carry.eq(lo_sum[half]),
-                        hi.eq(Mux(pctl.first, 0, hi + carry) + wide[half:].as_signed()),
+                stage_parts, stage_carries, stage_valid = list(parts), list(carries), finish
+                for j in range(len(carries)):
+                    nparts = [
+                        Signal.like(x, name=f"res{j}_p{i}_{r}_{c}")
+                        for i, x in enumerate(stage_parts)
                     ]
-                with m.If(finish):
-                    m.d.sync += out.eq(Cat(lo, hi + carry))
+                    # a pending carry and one out of the addition below may meet: counts 0..2
+                    ncarries = [Signal(2, name=f"res{j}_c{i}_{r}_{c}") for i in range(len(carries))]
+                    nvalid = Signal(name=f"res{j}_valid_{r}_{c}")
+                    m.d.sync += nvalid.eq(stage_valid)
+                    with m.If(stage_valid):
+                        m.d.sync += [x.eq(y) for x, y in zip(nparts, stage_parts, strict=True)]
+                        m.d.sync += [x.eq(y) for x, y in zip(ncarries, stage_carries, strict=True)]
+                        lo, hi = bounds[j + 1]
+                        top = j + 1 == len(bounds) - 1
+                        added = Signal(
+                            signed(hi - lo) if top else hi - lo + 1, name=f"res{j}_sum_{r}_{c}"
+                        )
+                        m.d.comb += added.eq(stage_parts[j + 1] + stage_carries[j])
+                        m.d.sync += [nparts[j + 1].eq(added[: hi - lo]), ncarries[j].eq(0)]
+                        if not top:
+                            m.d.sync += ncarries[j + 1].eq(stage_carries[j + 1] + added[hi - lo])
+                    stage_parts, stage_carries, stage_valid = nparts, ncarries, nvalid
+                with m.If(stage_valid):
+                    m.d.sync += out.eq(Cat(*stage_parts))
                 res[r][c] = out
                 # pass a (with control) right and b down
                 a_next = Signal(signed(self.a_width), name=f"a_{r}_{c}")

@@ -67,12 +67,12 @@ def test_back_to_back_without_stalls_at_tiny_widths():
 
 
 def test_long_products_keep_the_array_busy():
-    """Tiles of K >= R + C + 3 steps stream with no bubble: one beat (R x C MACs) per cycle."""
+    """Tiles of K >= min_tile_steps stream with no bubble: one beat (R x C MACs) per cycle."""
     from deltanet_hw.sim.bench_blocks import run_unstalled
 
     dut = MacArray(4, 4, a_width=8, b_width=8, acc_width=24)
     rng = np.random.default_rng(4)
-    tiles, expected = mac_tiles(rng, 4, 4, 8, 8, n_tiles=16, k_range=(11, 16))
+    tiles, expected = mac_tiles(rng, 4, 4, 8, 8, n_tiles=16, k_range=(dut.min_tile_steps, 20))
     r = run_unstalled(dut, tiles, expected)
     assert r["mismatches"] == 0
     assert r["feed_cycles"] == r["beats"]  # accepted a beat in every cycle
@@ -85,3 +85,21 @@ def test_bad_parameters():
         MacArray(0, 2, 8, 8, 24)
     with pytest.raises(ValueError, match=r"acc_width \(10\) must hold one product"):
         MacArray(2, 2, 8, 8, 10)
+
+
+def test_accumulator_carries_across_every_part():
+    """Sums that sit on part boundaries (all-ones parts, carries meeting) stay exact."""
+    from deltanet_hw.sim.vectors import MacTile, expected_rows
+
+    dut = MacArray(2, 2, a_width=16, b_width=16, acc_width=44)  # 4 parts of 11 bits
+    rng = np.random.default_rng(9)
+    a_vals = np.array([1, -1, 2**15 - 1, -(2**15), 2**11, -(2**11)])
+    b_vals = np.array([2**15 - 1, -(2**15), 1, -1, 2**11 - 1, 2**10, -(2**11)])
+    tiles = []
+    for _ in range(40):
+        K = int(rng.integers(1, 40))
+        first = np.zeros(K, dtype=bool)
+        first[0] = True
+        tiles.append(MacTile(a=rng.choice(a_vals, (K, 2)), b=rng.choice(b_vals, (K, 2)),
+                             sub=rng.random(K) < 0.4, first=first, mask=0, row0=0, col0=0))
+    run_mac(dut, tiles, expected_rows(tiles), 9, label="carries")
