@@ -90,3 +90,13 @@ def test_verilog_writes_module_and_config(capsys, tmp_path):
     assert json.loads((tmp_path / "mac.json").read_text())["name"] == "tiny"
     code, _, err = run(capsys, "verilog", "--config", "tiny", "-o", str(tmp_path / "x.txt"))
     assert code == 2 and "must be a .v file" in err
+
+
+@pytest.mark.parametrize("mode", ["chunk", "recurrent"])
+def test_golden_fixed_json(capsys, mode):
+    code, out, _ = run(capsys, "golden", "--fixed", "--config", "tiny", "--tokens", "40",
+                       "--mode", mode, "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["mode"] == mode and data["saturations"] == 0
+    assert 0 < data["rel_rms_o"] < 5e-3 and 0 < data["rel_rms_state"] < 5e-3
