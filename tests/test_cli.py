@@ -94,8 +94,9 @@ def test_verilog_writes_module_and_config(capsys, tmp_path):
 
 @pytest.mark.parametrize("mode", ["chunk", "recurrent"])
 def test_golden_fixed_json(capsys, mode):
-    code, out, _ = run(capsys, "golden", "--fixed", "--config", "tiny", "--tokens", "40",
-                       "--mode", mode, "--json")
+    code, out, _ = run(
+        capsys, "golden", "--fixed", "--config", "tiny", "--tokens", "40", "--mode", mode, "--json"
+    )
     assert code == 0
     data = json.loads(out)
     assert data["mode"] == mode and data["saturations"] == 0
