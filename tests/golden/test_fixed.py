@@ -4,9 +4,15 @@ import numpy as np
 import pytest
 
 from deltanet_hw.config import CoreConfig, preset
-from deltanet_hw.golden import chunk_delta_rule, l2norm, recurrent_delta_rule
+from deltanet_hw.golden import (
+    chunk_delta_rule,
+    fixed_delta_rule,
+    fixed_recurrent_delta_rule,
+    l2norm,
+    recurrent_delta_rule,
+)
 from deltanet_hw.golden.executor import FloatArith, run_sequence
-from deltanet_hw.golden.fixed import beta_phi, fixed_delta_rule, fixed_recurrent_delta_rule
+from deltanet_hw.golden.fixed import beta_phi
 from deltanet_hw.golden.layer import core_options, delta_core
 from deltanet_hw.golden.nonlinear import exp_neg, nonlinear_errors
 from deltanet_hw.golden.program import Decay, Solve, chunk_program
