@@ -15,7 +15,7 @@ Element pipeline (one word per cycle, all stages advance together):
 3. SiLU = x * sigmoid(x) into ``fmt_act`` (q, k) or ``fmt_v`` (v); ReLU and identity for q, k;
    beta = sigmoid(logit) (x 2 for ``neg_eigval``) or the constant, into ``fmt_beta``; g passes.
 
-Vector stage (three buffers in rotation, so filling, normalising and draining overlap): while a
+Vector stage (four buffers in rotation, so filling, normalising and draining overlap): while a
 vector fills its buffer the sum of squares accumulates; a small sequencer with one multiplier then
 computes the reciprocal square root (normalise to [1, 4), table, Newton steps, query scale) and
 the buffer drains as x * r rounded into ``fmt_qk``. v, beta and g vectors pass unchanged.
@@ -411,7 +411,7 @@ class BetaPhi(wiring.Component):
         )
         m.d.comb += p1_valid.eq(s7["valid"])
 
-        # ---------------- vector stage: fill -> normalise -> drain, three buffers ----------
+        # ---------------- vector stage: fill -> normalise -> drain, four buffers -----------
         self._vector_stage(m, s7, p1_valid, p1_ready, overflows)
         m.d.comb += sat.eq(Cat(*overflows).any())
         return m
@@ -419,7 +419,7 @@ class BetaPhi(wiring.Component):
     def _vector_stage(self, m, s7, p1_valid, p1_ready, overflows):
         cfg = self.cfg
         d = max(cfg.d_k, cfg.d_v)
-        NB = 3
+        NB = 4  # fill, normalise, drain, and one more to absorb the normalisation latency
         vw = len(s7["value"])
         buf = memory.Memory(shape=signed(vw), depth=NB * d, init=[])
         m.submodules.vectors = buf

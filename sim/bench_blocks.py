@@ -115,6 +115,59 @@ def mac_throughput(cfg, tiles=256, seed=0) -> dict:
     }
 
 
+def beta_phi_throughput(cfg, tokens, seed=1) -> dict:
+    """Words per cycle through BetaPhi with both streams always ready, every word checked."""
+    from ..hw.beta_phi import BetaPhi
+    from .amaranth_tb import stream_put
+    from .vectors import beta_phi_vectors
+
+    dut = BetaPhi(cfg)
+    v = beta_phi_vectors(cfg, tokens, seed)
+    st = {"cycle": 0, "first": None, "last": None, "n": 0, "mismatches": 0}
+
+    async def produce(ctx):
+        for w in v.conv_writes:
+            await stream_put(ctx, dut.conv_wr, w)
+        ctx.set(dut.i.valid, 1)
+        n = 0
+        while n < len(v.words):
+            ctx.set(dut.i.payload, v.words[n])
+            _, _, ready = await ctx.tick().sample(dut.i.ready)
+            if ready:
+                st["first"] = st["cycle"] if st["first"] is None else st["first"]
+                n += 1
+        ctx.set(dut.i.valid, 0)
+
+    async def consume(ctx):
+        ctx.set(dut.o.ready, 1)
+        while st["n"] < len(v.expected):
+            _, _, valid, p = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            if valid:
+                st["mismatches"] += int(int(p.data) != v.expected[st["n"]][4])
+                st["n"] += 1
+                st["last"] = st["cycle"]
+
+    async def clock(ctx):
+        async for _ in ctx.tick():
+            st["cycle"] += 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(clock, background=True)
+    sim.add_testbench(produce)
+    sim.add_testbench(consume)
+    sim.run()
+    cycles = st["last"] - st["first"] + 1
+    return {
+        "config": cfg.name,
+        "tokens": tokens,
+        "words": len(v.words),
+        "cycles": cycles,
+        "words_per_cycle": len(v.words) / cycles,
+        "mismatches": st["mismatches"],
+    }
+
+
 def _command(argv):
     return "python -m deltanet_hw.sim.bench_blocks " + " ".join(argv)
 
@@ -134,6 +187,15 @@ def cmd_throughput(args, argv):
         )
     record = {"command": _command(argv), "date": time.strftime("%Y-%m-%d"), "results": rows}
     (args.output / "mac_array_throughput.json").write_text(json.dumps(record, indent=2) + "\n")
+    bp = [
+        beta_phi_throughput(preset(name), tokens) for name, tokens in (("tiny", 24), ("small", 6))
+    ]
+    record = {"command": _command(argv), "date": time.strftime("%Y-%m-%d"), "results": bp}
+    (args.output / "beta_phi_throughput.json").write_text(json.dumps(record, indent=2) + "\n")
+    for r in bp:
+        print(
+            f"beta_phi {r['config']}: {r['words_per_cycle']:.3f} words per cycle", file=sys.stderr
+        )
 
 
 def cmd_fpga(args, argv):
@@ -201,6 +263,23 @@ def cmd_summary(args, argv):
             f"| {r['config']} | {r['array']} | {r['tiles']} x {r['k']} | {r['cycles']} | "
             f"{100 * r['utilization']:.2f}% | {r['mismatches']} | "
             f"{'met' if r['met'] else 'missed'} |"
+            for r in rec["results"]
+        ]
+        lines.append("")
+    bp = args.output / "beta_phi_throughput.json"
+    if bp.exists():
+        rec = json.loads(bp.read_text())
+        lines += [
+            "## BetaPhi pipeline throughput (Amaranth simulation)",
+            "",
+            f"Command: `{rec['command']}`. Nominal: one word per cycle.",
+            "",
+            "| config | tokens | words | cycles | words per cycle | mismatches |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['config']} | {r['tokens']} | {r['words']} | {r['cycles']} | "
+            f"{r['words_per_cycle']:.3f} | {r['mismatches']} |"
             for r in rec["results"]
         ]
         lines.append("")
