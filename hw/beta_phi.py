@@ -81,6 +81,14 @@ def beta_phi_layouts(cfg):
     return word_in, word_out, conv
 
 
+def _stage(m, en, values, name):
+    """Registers of the next pipeline stage, loaded from ``values`` whenever ``en``."""
+    regs = {key: Signal(Value.cast(v).shape(), name=f"{name}_{key}") for key, v in values.items()}
+    with m.If(en):
+        m.d.sync += [regs[k].eq(Value.cast(v)) for k, v in values.items()]
+    return regs
+
+
 def _lut_rom(m, lut, name):
     """A read port on a ROM of (entry, slope) pairs of a golden table."""
     t = [int(v) for v in lut.table]
@@ -170,14 +178,7 @@ class BetaPhi(wiring.Component):
         m.d.comb += [en.eq(~p1_valid | p1_ready), self.i.ready.eq(en)]
 
         def stage(values, name):
-            """Registers of the next pipeline stage (advance when ``en``)."""
-            regs = {
-                key: Signal(Value.cast(v).shape(), name=f"{name}_{key}")
-                for key, v in values.items()
-            }
-            with m.If(en):
-                m.d.sync += [regs[k].eq(Value.cast(v)) for k, v in values.items()]
-            return regs
+            return _stage(m, en, values, name)
 
         w_in = self.i.payload
         hb = (cfg.heads - 1).bit_length()
@@ -479,108 +480,59 @@ class BetaPhi(wiring.Component):
             rd.addr.eq(drain * d + idx),
             rd.en.eq(en),
         ]
-        a_valid, a_kind, a_head, a_chan, a_last, a_r, a_shift = (
-            Signal(name="d1_valid"),
-            Signal(Kind, name="d1_kind"),
-            Signal(range(cfg.heads), name="d1_head"),
-            Signal(range(d), name="d1_chan"),
-            Signal(name="d1_last"),
-            Signal(F + 2, name="d1_r"),
-            Signal(range(64), name="d1_sh"),
+        d1 = _stage(
+            m,
+            en,
+            {
+                "valid": issue,
+                "kind": kinds[drain],
+                "head": heads[drain],
+                "chan": idx,
+                "last": idx == count_d - 1,
+                "r": rs[drain],
+                "shift": shifts[drain],
+            },
+            "d1",
         )
-        with m.If(en):
-            m.d.sync += [
-                a_valid.eq(issue),
-                a_kind.eq(kinds[drain]),
-                a_head.eq(heads[drain]),
-                a_chan.eq(idx),
-                a_last.eq(idx == count_d - 1),
-                a_r.eq(rs[drain]),
-                a_shift.eq(shifts[drain]),
-            ]
         with m.If(issue):
             with m.If(idx == count_d - 1):
                 m.d.sync += [idx.eq(0), state[drain].eq(0), drain.eq(nxt(drain))]
             with m.Else():
                 m.d.sync += idx.eq(idx + 1)
+        frame = ("valid", "kind", "head", "chan", "last")
         # register the buffer word (slow block-RAM output), then multiply by r
-        w_valid, w_kind, w_head, w_chan, w_last, w_r, w_shift, w_x = (
-            Signal.like(a_valid, name="dw_valid"),
-            Signal(Kind, name="dw_kind"),
-            Signal.like(a_head, name="dw_head"),
-            Signal.like(a_chan, name="dw_chan"),
-            Signal(name="dw_last"),
-            Signal.like(a_r, name="dw_r"),
-            Signal.like(a_shift, name="dw_shift"),
-            Signal(signed(vw), name="dw_x"),
+        d2 = _stage(
+            m,
+            en,
+            {**{k: d1[k] for k in frame}, "r": d1["r"], "shift": d1["shift"], "x": rd.data},
+            "d2",
         )
-        with m.If(en):
-            m.d.sync += [
-                w_valid.eq(a_valid),
-                w_kind.eq(a_kind),
-                w_head.eq(a_head),
-                w_chan.eq(a_chan),
-                w_last.eq(a_last),
-                w_r.eq(a_r),
-                w_shift.eq(a_shift),
-                w_x.eq(rd.data),
-            ]
-        b_valid, b_kind, b_head, b_chan, b_last = (
-            Signal(name="d2_valid"),
-            Signal(Kind, name="d2_kind"),
-            Signal(range(cfg.heads), name="d2_head"),
-            Signal(range(d), name="d2_chan"),
-            Signal(name="d2_last"),
+        d3 = _stage(
+            m,
+            en,
+            {
+                **{k: d2[k] for k in frame},
+                "shift": d2["shift"],
+                "x": d2["x"],
+                "prod": d2["x"] * d2["r"].as_signed(),
+            },
+            "d3",
         )
-        b_x = Signal(signed(vw), name="d2_x")
-        b_prod = Signal(signed(vw + F + 3), name="d2_prod")
-        b_shift = Signal(range(64), name="d2_shift")
-        with m.If(en):
-            m.d.sync += [
-                b_valid.eq(w_valid),
-                b_kind.eq(w_kind),
-                b_head.eq(w_head),
-                b_chan.eq(w_chan),
-                b_last.eq(w_last),
-                b_x.eq(w_x),
-                b_prod.eq(w_x * w_r.as_signed()),
-                b_shift.eq(w_shift),
-            ]
         # round (truncated value and round-up bit) in one stage, add and saturate in the next
-        q, up = round_parts(m, b_prod, b_shift, cfg.fmt_qk.rounding, "normed")
-        c_valid, c_kind, c_head, c_chan, c_last, c_up = (
-            Signal(name="d3_valid"),
-            Signal(Kind, name="d3_kind"),
-            Signal(range(cfg.heads), name="d3_head"),
-            Signal(range(d), name="d3_chan"),
-            Signal(name="d3_last"),
-            Signal(name="d3_up"),
-        )
-        c_x = Signal(signed(vw), name="d3_x")
-        c_q = Signal.like(q, name="d3_q")
-        with m.If(en):
-            m.d.sync += [
-                c_valid.eq(b_valid),
-                c_kind.eq(b_kind),
-                c_head.eq(b_head),
-                c_chan.eq(b_chan),
-                c_last.eq(b_last),
-                c_x.eq(b_x),
-                c_q.eq(q),
-                c_up.eq(up),
-            ]
-        normed, o_n = saturate(m, c_q + c_up, cfg.fmt_qk, "normed")
-        is_qk = (c_kind == Kind.Q) | (c_kind == Kind.K)
-        overflows.append(c_valid & en & is_qk & o_n)
+        q, up = round_parts(m, d3["prod"], d3["shift"], cfg.fmt_qk.rounding, "normed")
+        d4 = _stage(m, en, {**{k: d3[k] for k in frame}, "x": d3["x"], "q": q, "up": up}, "d4")
+        normed, o_n = saturate(m, d4["q"] + d4["up"], cfg.fmt_qk, "normed")
+        is_qk = (d4["kind"] == Kind.Q) | (d4["kind"] == Kind.K)
+        overflows.append(d4["valid"] & en & is_qk & o_n)
         out = self.o.payload
         with m.If(en):
             m.d.sync += [
-                out_valid.eq(c_valid),
-                out.kind.eq(c_kind),
-                out.head.eq(c_head),
-                out.chan.eq(c_chan),
-                out.last.eq(c_last),
-                out.data.eq(Mux(is_qk, normed, c_x)),
+                out_valid.eq(d4["valid"]),
+                out.kind.eq(d4["kind"]),
+                out.head.eq(d4["head"]),
+                out.chan.eq(d4["chan"]),
+                out.last.eq(d4["last"]),
+                out.data.eq(Mux(is_qk, normed, d4["x"])),
             ]
 
     def _rsqrt_sequencer(self, m, meta, state, norm, nxt):
