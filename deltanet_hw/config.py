@@ -59,6 +59,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "acc_bits": (16, 62),
     "lut_bits": (2, 12),
     "rsqrt_newton": (0, 3),
+    "acc_part_bits": (4, 62),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "feature_map": FEATURE_MAPS,
@@ -155,6 +156,10 @@ class CoreConfig:
         Nonlinear functions use tables of 2**lut_bits segments with linear interpolation.
     rsqrt_newton : int
         Newton steps refining the reciprocal square root of the L2 normalisation.
+    acc_part_bits : int
+        Longest carry chain of the MAC array's carry-save accumulators (shorter parts raise Fmax
+        on iCE40; ECP5 carry chains are fast, so its presets use longer parts and fewer
+        registers). Changes timing only, never a result bit.
     """
 
     name: str = "custom"
@@ -192,6 +197,7 @@ class CoreConfig:
     acc_bits: int = 62
     lut_bits: int = 8
     rsqrt_newton: int = 1
+    acc_part_bits: int = 14
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -332,6 +338,7 @@ PRESETS: dict[str, CoreConfig] = {
         array_rows=8,
         array_cols=8,
         acc_bits=57,
+        acc_part_bits=30,
         **_ECP5_FORMATS,
     ),
     "ecp5": CoreConfig(
@@ -344,6 +351,7 @@ PRESETS: dict[str, CoreConfig] = {
         array_rows=8,
         array_cols=8,
         acc_bits=58,
+        acc_part_bits=30,
         **_ECP5_FORMATS,
     ),
 }

@@ -127,11 +127,20 @@ class Probe(Elaboratable):
         return m
 
 
-def build(block: wiring.Component, board: str, build_dir: Path, *, expected_dsps=None) -> dict:
+def build(
+    block: wiring.Component,
+    board: str,
+    build_dir: Path,
+    *,
+    expected_dsps=None,
+    router: str | None = None,
+) -> dict:
     """Synthesise, place and route ``block`` (inside a :class:`Probe`) for ``board``.
 
     Returns a record with ``board``, ``device``, ``fmax_mhz``, ``resources`` (used/available per
     resource), ``dsp_cells`` and the tool versions; ``expected_dsps`` is recorded for checks.
+    ``router`` picks nextpnr's router (``router1``, its default, or ``router2``, faster on large
+    designs).
     """
     module, cls, family, dsp_cell, _, _ = _board(board)
     for var, tool in _TOOLS.items():

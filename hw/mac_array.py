@@ -9,7 +9,7 @@ are skewed so that processing element (r, c) sees ``a[r, k]`` and ``b[k, c]`` in
 Each processing element registers its product (one signed multiplier: a hard DSP on iCE40 and
 ECP5) and adds it to its accumulator: ``first`` starts a new sum, ``sub`` subtracts the product,
 ``last`` copies the finished sum into the element's result register. The accumulator is
-carry-save in parts of at most ``PART_BITS`` bits (no long carry chain in the loop); the pending
+carry-save in parts of at most ``part_bits`` bits (no long carry chain in the loop); the pending
 carries are resolved in a short pipeline before the result register. Results leave through the
 ``c`` stream one row per beat while the next tile already accumulates, so long products keep the
 array busy: a tile's last beat is accepted only once the previous tile's results have left
@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["MacArray", "Mask", "mac_layouts", "operand_widths"]
 
-PART_BITS = 14  # longest carry chain of the accumulators
+PART_BITS = 14  # default longest carry chain of the accumulators
 OFFSET_BITS = 10  # row0 / col0: position of a tile in its matrix (chunks <= 256 rows)
 
 
@@ -59,7 +59,15 @@ class MacArray(wiring.Component):
         One result row per beat: ``data`` (C accumulator values), ``row``, ``last``.
     """
 
-    def __init__(self, rows: int, cols: int, a_width: int, b_width: int, acc_width: int):
+    def __init__(
+        self,
+        rows: int,
+        cols: int,
+        a_width: int,
+        b_width: int,
+        acc_width: int,
+        part_bits: int = PART_BITS,
+    ):
         for name, value, lo in (
             ("rows", rows, 1),
             ("cols", cols, 1),
@@ -73,7 +81,7 @@ class MacArray(wiring.Component):
             raise ValueError(
                 f"acc_width ({acc_width}) must hold one product ({a_width} + {b_width} bits)"
             )
-        self.rows, self.cols = rows, cols
+        self.rows, self.cols, self.part_bits = rows, cols, part_bits
         self.a_width, self.b_width, self.acc_width = a_width, b_width, acc_width
         self.a_layout, self.b_layout, self.c_layout = mac_layouts(
             rows, cols, a_width, b_width, acc_width
@@ -90,7 +98,9 @@ class MacArray(wiring.Component):
     def from_config(cls, cfg):
         """The array a :class:`~deltanet_hw.config.CoreConfig` describes."""
         a_width, b_width = operand_widths(cfg)
-        return cls(cfg.array_rows, cfg.array_cols, a_width, b_width, cfg.acc_bits)
+        return cls(
+            cfg.array_rows, cfg.array_cols, a_width, b_width, cfg.acc_bits, cfg.acc_part_bits
+        )
 
     @property
     def min_tile_steps(self) -> int:
@@ -100,8 +110,12 @@ class MacArray(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from accepting a tile's last beat to its first result row being available."""
-        nparts = -(-self.acc_width // PART_BITS)
-        return self.cols + 3 + nparts - 1
+        return self.cols + 3 + self.parts - 1
+
+    @property
+    def parts(self) -> int:
+        """Carry-save parts of each accumulator."""
+        return -(-self.acc_width // self.part_bits)
 
     def elaborate(self, platform):
         m = Module()
@@ -140,8 +154,7 @@ class MacArray(wiring.Component):
 
         # processing elements
         res = [[None] * C for _ in range(R)]
-        nparts = -(-self.acc_width // PART_BITS)
-        part_len = -(-self.acc_width // nparts)
+        part_len = -(-self.acc_width // self.parts)
         bounds = [
             (lo, min(lo + part_len, self.acc_width)) for lo in range(0, self.acc_width, part_len)
         ]
@@ -158,7 +171,7 @@ class MacArray(wiring.Component):
                 m.d.sync += [prod.eq(a_val * b_val), pctl.eq(a_ctl)]
                 with m.If(a_ctl.sub):
                     m.d.sync += prod.eq(~(a_val * b_val))
-                # carry-save accumulator in parts of at most PART_BITS: the carry out of each
+                # carry-save accumulator in parts of at most part_bits: the carry out of each
                 # part joins the next part one step later, so no carry chain in the loop is
                 # longer than a part; after the last step the pending carries are resolved in
                 # a pipeline of short adds (one stage per part boundary)

@@ -206,7 +206,7 @@ def cmd_fpga(args, argv):
         expected = check_fits(block.rows * block.cols, block.a_width, block.b_width, args.board)
     build_dir = args.output / "build" / f"{args.block}_{args.board}"
     try:
-        r = build(block, args.board, build_dir, expected_dsps=expected)
+        r = build(block, args.board, build_dir, expected_dsps=expected, router=args.router)
     except subprocess.CalledProcessError:  # e.g. more multipliers than the device has
         log = build_dir / "top.tim"
         errors = [
@@ -341,6 +341,12 @@ def main(argv=None):
     p.add_argument("--block", choices=sorted(BLOCKS), required=True)
     p.add_argument("--config", required=True)
     p.add_argument("--board", choices=sorted(BOARDS), required=True)
+    p.add_argument(
+        "--router",
+        choices=("router1", "router2"),
+        default=None,
+        help="nextpnr router (default: nextpnr's, router1)",
+    )
     p.set_defaults(func=cmd_fpga)
     p = sub.add_parser("summary")
     p.set_defaults(func=cmd_summary)
