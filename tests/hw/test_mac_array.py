@@ -56,14 +56,18 @@ def test_random_tiles_under_stalls(rows, cols, seed):
     run_mac(dut, tiles, expected, seed, label=f"{rows}x{cols}")
 
 
-def test_back_to_back_without_stalls_at_tiny_widths():
-    cfg = preset("tiny")
+@pytest.mark.parametrize(
+    ("config", "widths", "parts"), [("tiny", (16, 32, 53), 4), ("small", (18, 32, 57), 2)]
+)
+def test_back_to_back_without_stalls_at_preset_widths(config, widths, parts):
+    cfg = preset(config)
     dut = MacArray.from_config(cfg)
     a_w, b_w = operand_widths(cfg)
-    assert (dut.a_width, dut.b_width, dut.acc_width) == (a_w, b_w, cfg.acc_bits) == (16, 32, 53)
+    assert (dut.a_width, dut.b_width, dut.acc_width) == (a_w, b_w, cfg.acc_bits) == widths
+    assert dut.parts == parts
     rng = np.random.default_rng(3)
-    tiles, expected = mac_tiles(rng, dut.rows, dut.cols, a_w, b_w, n_tiles=6, k_range=(1, 10))
-    run_mac(dut, tiles, expected, 3, stall_p=0.0, label="tiny")
+    tiles, expected = mac_tiles(rng, dut.rows, dut.cols, a_w, b_w, n_tiles=4, k_range=(1, 10))
+    run_mac(dut, tiles, expected, 3, stall_p=0.0, label=config)
 
 
 def test_long_products_keep_the_array_busy():
