@@ -6,14 +6,15 @@ and the control bits of the step, the ``b`` beat carries row k of B (one value p
 are skewed so that processing element (r, c) sees ``a[r, k]`` and ``b[k, c]`` in the same cycle;
 ``a`` values and control travel right, ``b`` values travel down.
 
-Each processing element registers its product (one signed multiplier: a hard DSP on iCE40 and
-ECP5) and adds it to its accumulator: ``first`` starts a new sum, ``sub`` subtracts the product,
-``last`` copies the finished sum into the element's result register. The accumulator is
-carry-save in parts of at most ``part_bits`` bits (no long carry chain in the loop); the pending
-carries are resolved in a short pipeline before the result register. Results leave through the
-``c`` stream one row per beat while the next tile already accumulates, so long products keep the
-array busy: a tile's last beat is accepted only once the previous tile's results have left
-(tiles shorter than ``min_tile_steps`` wait for that).
+Each processing element registers its product (one signed multiplier in hard DSPs: one SB_MAC16
+for 16 x 16 bits on iCE40, two MULT18X18D for 18 x 32 bits on ECP5) and adds it to its
+accumulator: ``first`` starts a new sum, ``sub`` subtracts the product, ``last`` copies the
+finished sum into the element's result register. The accumulator is carry-save in parts of at
+most ``part_bits`` bits (no long carry chain in the loop); the pending carries are resolved in a
+short pipeline before the result register. Results leave through the ``c`` stream one row per
+beat while the next tile already accumulates, so long products keep the array busy: a tile's last
+beat is accepted only once the previous tile's results have left (tiles shorter than
+``min_tile_steps`` wait for that).
 
 The drain applies the tile's triangular mask, given with the last beat as a mode and the tile's
 position (``row0``, ``col0``) in the whole matrix: ``lower`` keeps elements with i >= j,
@@ -47,6 +48,8 @@ class MacArray(wiring.Component):
         Signed operand widths (A values enter from the left, B values from the top).
     acc_width : int
         Signed accumulator width; sums must fit (the config checks every product of the program).
+    part_bits : int
+        Longest carry chain of the carry-save accumulators (timing only; results are exact).
 
     Members
     -------
