@@ -271,8 +271,17 @@ class BetaPhi(wiring.Component):
             },
             "s1",
         )
+        # the convolution sum in two levels: pairs of products, then the rest and the rounding
+        pairs = (
+            {f"q{i}": sum(s1[f"p{lag}"] for lag in range(i, min(i + 2, W))) for i in range(0, W, 2)}
+            if cfg.short_conv
+            else {}
+        )
+        s1 = stage(
+            {k: s1[k] for k in ("valid", "kind", "head", "chan", "last", "x")} | pairs, "s1b"
+        )
         if cfg.short_conv:
-            acc = sum(s1[f"p{lag}"] for lag in range(W))
+            acc = sum(s1[f"q{i}"] for i in range(0, W, 2))
             act, o_act = requantize(
                 m, acc, fa, "conv_act", frac_in=fin.frac_bits + cfg.fmt_conv.frac_bits
             )
