@@ -148,9 +148,11 @@ def build(
     platform = getattr(importlib.import_module(module), cls)()
     build_dir = Path(build_dir)
     t0 = time.perf_counter()
+    if router not in (None, "router1", "router2"):
+        raise ValueError(f"router must be router1 or router2, not {router!r}")
     kwargs = {
         "script_after_synth": "tee -q -o top.stat.json stat -json",
-        "nextpnr_opts": "--report top.report.json",
+        "nextpnr_opts": "--report top.report.json" + (f" --router {router}" if router else ""),
     }
     if family == "ice40":
         kwargs["synth_opts"] = "-dsp"
@@ -178,6 +180,7 @@ def build(
         "expected_dsps": expected_dsps,
         "bitstream": str(bitstream) if bitstream.exists() else None,
         "seconds": seconds,
+        "router": router or "router1",
         "tools": _tool_versions(),
     }
 
