@@ -284,6 +284,8 @@ def cmd_summary(args, argv):
         ]
         lines.append("")
     fpga = sorted((args.output / "fpga").glob("*.json")) if (args.output / "fpga").exists() else []
+    records = [json.loads(path.read_text()) for path in fpga]
+    tools = next((r["tools"] for r in records if "tools" in r), {})
     if fpga:
         lines += [
             "## FPGA builds, one block alone (yosys `stat -json`, nextpnr `--report`)",
@@ -319,7 +321,7 @@ def cmd_summary(args, argv):
         lines += [
             "",
             "Commands: each record's `command` field; tools: "
-            + ", ".join(f"{k} {v}" for k, v in json.loads(fpga[0].read_text())["tools"].items()),
+            + ", ".join(f"{k} {v}" for k, v in tools.items()),
             "",
         ]
     (args.output / "README.md").write_text("\n".join(lines))
