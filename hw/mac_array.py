@@ -28,6 +28,9 @@ from amaranth.lib.wiring import In, Out
 __all__ = ["MacArray", "Mask", "mac_layouts", "operand_widths"]
 
 PART_BITS = 14  # default longest carry chain of the accumulators
+# Wider B operands (the 32-bit state) are split into a low part of MULT_WIDTH - 1 bits and a high
+# part, one hard multiplier each (ECP5 MULT18X18D; iCE40 presets keep every operand at 16 bits)
+MULT_WIDTH = 18
 OFFSET_BITS = 10  # row0 / col0: position of a tile in its matrix (chunks <= 256 rows)
 
 
@@ -50,6 +53,9 @@ class MacArray(wiring.Component):
         Signed accumulator width; sums must fit (the config checks every product of the program).
     part_bits : int
         Longest carry chain of the carry-save accumulators (timing only; results are exact).
+    split_b : int or None
+        Split B operands at this bit: two partial products registered apart, joined one cycle
+        later (timing only).
 
     Members
     -------
@@ -70,6 +76,7 @@ class MacArray(wiring.Component):
         b_width: int,
         acc_width: int,
         part_bits: int = PART_BITS,
+        split_b: int | None = None,
     ):
         for name, value, lo in (
             ("rows", rows, 1),
@@ -84,7 +91,9 @@ class MacArray(wiring.Component):
             raise ValueError(
                 f"acc_width ({acc_width}) must hold one product ({a_width} + {b_width} bits)"
             )
-        self.rows, self.cols, self.part_bits = rows, cols, part_bits
+        if split_b is not None and not 1 <= split_b < b_width:
+            raise ValueError(f"split_b must be in [1, b_width), not {split_b!r}")
+        self.rows, self.cols, self.part_bits, self.split_b = rows, cols, part_bits, split_b
         self.a_width, self.b_width, self.acc_width = a_width, b_width, acc_width
         self.a_layout, self.b_layout, self.c_layout = mac_layouts(
             rows, cols, a_width, b_width, acc_width
@@ -101,8 +110,9 @@ class MacArray(wiring.Component):
     def from_config(cls, cfg):
         """The array a :class:`~deltanet_hw.config.CoreConfig` describes."""
         a_width, b_width = operand_widths(cfg)
+        split = MULT_WIDTH - 1 if b_width > MULT_WIDTH else None
         return cls(
-            cfg.array_rows, cfg.array_cols, a_width, b_width, cfg.acc_bits, cfg.acc_part_bits
+            cfg.array_rows, cfg.array_cols, a_width, b_width, cfg.acc_bits, cfg.acc_part_bits, split
         )
 
     @property
@@ -113,7 +123,7 @@ class MacArray(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from accepting a tile's last beat to its first result row being available."""
-        return self.cols + 3 + self.parts - 1
+        return self.cols + 3 + self.parts - 1 + (1 if self.split_b else 0)
 
     @property
     def parts(self) -> int:
@@ -171,9 +181,24 @@ class MacArray(wiring.Component):
                 out = Signal(signed(self.acc_width), name=f"res_{r}_{c}")
                 # the product register holds +a*b, or ~(a*b) with a carry-in of 1 for -a*b
                 # (-x = ~x + 1)
-                m.d.sync += [prod.eq(a_val * b_val), pctl.eq(a_ctl)]
-                with m.If(a_ctl.sub):
-                    m.d.sync += prod.eq(~(a_val * b_val))
+                if self.split_b:
+                    # B wider than one hard multiplier: the two partial products are registered
+                    # on their own (each a DSP), and joined in the next cycle
+                    L = self.split_b
+                    p_lo = Signal(signed(self.a_width + L + 1), name=f"plo_{r}_{c}")
+                    p_hi = Signal(signed(self.a_width + self.b_width - L), name=f"phi_{r}_{c}")
+                    ctl0 = Signal(ctl, name=f"pctl0_{r}_{c}")
+                    m.d.sync += [
+                        p_lo.eq(a_val * Cat(b_val[:L], Const(0, 1)).as_signed()),
+                        p_hi.eq(a_val * b_val[L:].as_signed()),
+                        ctl0.eq(a_ctl),
+                    ]
+                    joined = (p_hi << L) + p_lo
+                    m.d.sync += [prod.eq(Mux(ctl0.sub, ~joined, joined)), pctl.eq(ctl0)]
+                else:
+                    m.d.sync += [prod.eq(a_val * b_val), pctl.eq(a_ctl)]
+                    with m.If(a_ctl.sub):
+                        m.d.sync += prod.eq(~(a_val * b_val))
                 # carry-save accumulator in parts of at most part_bits: the carry out of each
                 # part joins the next part one step later, so no carry chain in the loop is
                 # longer than a part; after the last step the pending carries are resolved in
