@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from amaranth.sim import Simulator
 
-from ..config import preset
+from ..config import load_config, preset
 from ..hw.blocks import BLOCKS, make_block
 from ..hw.fpga import BOARDS, build, check_fits
 from ..hw.mac_array import MacArray
@@ -199,12 +199,13 @@ def cmd_throughput(args, argv):
 
 
 def cmd_fpga(args, argv):
-    cfg = preset(args.config)
+    cfg = load_config(args.config, args.set)
+    tag = "".join(f"_{o.replace('=', '')}" for o in args.set)  # overrides name the record
     block = make_block(args.block, cfg)
     expected = None
     if args.block == "mac_array":
         expected = check_fits(block.rows * block.cols, block.a_width, block.b_width, args.board)
-    build_dir = args.output / "build" / f"{args.block}_{args.board}"
+    build_dir = args.output / "build" / f"{args.block}_{args.board}{tag}"
     try:
         r = build(block, args.board, build_dir, expected_dsps=expected, router=args.router)
     except subprocess.CalledProcessError:  # e.g. more multipliers than the device has
@@ -221,17 +222,18 @@ def cmd_fpga(args, argv):
             "resources": {},
             "seconds": None,
         }
-    target = FMAX_TARGETS.get((args.block, args.board))
+    # the targets are for the presets as they are: a record with overrides has none
+    target = None if args.set else FMAX_TARGETS.get((args.block, args.board))
     met = None if target is None or r["fmax_mhz"] is None else r["fmax_mhz"] >= target
     r.update(
         block=args.block,
-        config=args.config,
+        config=args.config + "".join(f" {o}" for o in args.set),
         command=_command(argv),
         date=time.strftime("%Y-%m-%d"),
         target_fmax_mhz=target,
         met=met,
     )
-    out = args.output / "fpga" / f"{args.block}_{args.board}.json"
+    out = args.output / "fpga" / f"{args.block}_{args.board}{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(r, indent=2) + "\n")
     print(
@@ -343,6 +345,13 @@ def main(argv=None):
     p.add_argument("--block", choices=sorted(BLOCKS), required=True)
     p.add_argument("--config", required=True)
     p.add_argument("--board", choices=sorted(BOARDS), required=True)
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a config field (repeatable)",
+    )
     p.add_argument(
         "--router",
         choices=("router1", "router2"),
