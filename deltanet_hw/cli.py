@@ -151,7 +151,9 @@ def _cmd_verilog(args) -> dict | str:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="deltanet-hw",
-        description=__doc__.splitlines()[0] + " Design, verify and measure hardware for DeltaNet.",
+        description="Design, verify and measure hardware for DeltaNet (delta-rule linear "
+        "attention). Every subcommand takes --json for one JSON object; errors exit with status "
+        "2 and one line on stderr.",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -167,11 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_golden = sub.add_parser(
         "golden",
-        help="run random valid inputs through the float64 recurrent and chunkwise models",
-        description="Run random valid inputs (L2-normalised q, k; beta from the config's beta "
-        "mode; "
-        "gates when gated) through the float64 recurrent and chunkwise models and print their "
-        "relative RMS difference and speed.",
+        help="run random inputs through the golden models and compare them",
+        description="Run random valid core inputs (projections ~ N(0,1), convolution weights, "
+        "gates when gated) through the float64 core in recurrent and chunkwise form and print "
+        "their relative RMS difference and speed; with --fixed, through the bit-exact "
+        "fixed-point model, printing its relative RMS error against float64 (rel_rms_o, "
+        "rel_rms_state) and its saturation counts.",
     )
     _add_config_args(p_golden)
     p_golden.add_argument("--tokens", type=_positive, default=1000, help="sequence length T")
