@@ -1,9 +1,19 @@
 """Pieces shared by the banked memories (state SRAM, chunk buffers)."""
 
 from amaranth import *
-from amaranth.lib import memory
+from amaranth.lib import memory, stream
+from amaranth.lib.wiring import In, Out
 
-__all__ = ["memory_banks", "read_handshake"]
+__all__ = ["memory_banks", "memory_signature", "read_handshake"]
+
+
+def memory_signature(cmd_layout, row_layout, write_layout) -> dict:
+    """Ports of a banked memory: ``rd_cmd`` in, ``rd_data`` out, ``wr`` in."""
+    return {
+        "rd_cmd": In(stream.Signature(cmd_layout)),
+        "rd_data": Out(stream.Signature(row_layout)),
+        "wr": In(stream.Signature(write_layout)),
+    }
 
 
 def memory_banks(m: Module, count: int, width: int, depth: int):

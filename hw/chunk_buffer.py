@@ -22,10 +22,9 @@ outside the matrix (i or j beyond its size) are not written and read as 0.
 """
 
 from amaranth import *
-from amaranth.lib import data, enum, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import data, enum, wiring
 
-from .banks import memory_banks, read_handshake
+from .banks import memory_banks, memory_signature, read_handshake
 
 __all__ = ["ChunkBuffer", "ReadMode", "buffer_layouts"]
 
@@ -80,13 +79,7 @@ class ChunkBuffer(wiring.Component):
         self.cmd_layout, self.row_layout, self.write_layout = buffer_layouts(
             rows, cols, lanes, width
         )
-        super().__init__(
-            {
-                "rd_cmd": In(stream.Signature(self.cmd_layout)),
-                "rd_data": Out(stream.Signature(self.row_layout)),
-                "wr": In(stream.Signature(self.write_layout)),
-            }
-        )
+        super().__init__(memory_signature(self.cmd_layout, self.row_layout, self.write_layout))
 
     @classmethod
     def from_config(cls, cfg):

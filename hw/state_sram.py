@@ -8,10 +8,9 @@ and reads back the final state through the same two ports, one row segment per b
 """
 
 from amaranth import *
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import data, wiring
 
-from .banks import memory_banks, read_handshake
+from .banks import memory_banks, memory_signature, read_handshake
 
 __all__ = ["StateSram", "sram_layouts"]
 
@@ -69,13 +68,7 @@ class StateSram(wiring.Component):
         self.addr_layout, self.row_layout, self.write_layout = sram_layouts(
             heads, d_k, d_v, lanes, width
         )
-        super().__init__(
-            {
-                "rd_cmd": In(stream.Signature(self.addr_layout)),
-                "rd_data": Out(stream.Signature(self.row_layout)),
-                "wr": In(stream.Signature(self.write_layout)),
-            }
-        )
+        super().__init__(memory_signature(self.addr_layout, self.row_layout, self.write_layout))
 
     @classmethod
     def from_config(cls, cfg):

@@ -33,6 +33,21 @@ TARGET_UTILIZATION = 0.95
 FMAX_TARGETS = {("mac_array", "icebreaker"): 60.0, ("mac_array", "ulx3s-85f"): 90.0}
 
 
+def _run_counted(dut, state, *testbenches):
+    """Simulate ``dut`` with ``testbenches`` while ``state["cycle"]`` counts clock cycles."""
+
+    async def clock(ctx):
+        async for _ in ctx.tick():
+            state["cycle"] += 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(clock, background=True)
+    for tb in testbenches:
+        sim.add_testbench(tb)
+    sim.run()
+
+
 def run_unstalled(dut, tiles, expected) -> dict:
     """Feed ``tiles`` to a MAC array with valid always high and ready always high.
 
@@ -75,16 +90,7 @@ def run_unstalled(dut, tiles, expected) -> dict:
                 state["rows"] += 1
                 state["last_out"] = state["cycle"]
 
-    async def clock(ctx):
-        async for _ in ctx.tick():
-            state["cycle"] += 1
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(clock, background=True)
-    sim.add_testbench(feed)
-    sim.add_testbench(drain)
-    sim.run()
+    _run_counted(dut, state, feed, drain)
     return {
         "cycles": state["last_out"] - state["first"] + 1,
         "beats": len(a_beats),
@@ -147,16 +153,7 @@ def beta_phi_throughput(cfg, tokens, seed=1) -> dict:
                 st["n"] += 1
                 st["last"] = st["cycle"]
 
-    async def clock(ctx):
-        async for _ in ctx.tick():
-            st["cycle"] += 1
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(clock, background=True)
-    sim.add_testbench(produce)
-    sim.add_testbench(consume)
-    sim.run()
+    _run_counted(dut, st, produce, consume)
     cycles = st["last"] - st["first"] + 1
     return {
         "config": cfg.name,
