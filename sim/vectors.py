@@ -15,10 +15,12 @@ from ..golden.executor import masked
 __all__ = [
     "BetaPhiVectors",
     "BufferVectors",
+    "CoreVectors",
     "MacTile",
     "StateSramVectors",
     "beta_phi_vectors",
     "chunk_buffer_vectors",
+    "core_vectors",
     "mac_tiles",
     "state_sram_vectors",
 ]
@@ -274,3 +276,92 @@ def beta_phi_vectors(cfg, tokens: int, seed: int) -> BetaPhiVectors:
                     )
                     expected.append((kind, h, c, last, int(want)))
     return BetaPhiVectors(conv_writes, words, expected)
+
+
+@dataclass
+class CoreVectors:
+    """One sequence through the whole core: stream beats in, expected words out.
+
+    ``words``: ``tok_in`` beats (``data``, ``last``) in the framing of ``hw.core.token_words``;
+    ``state_words``: the initial state of every configured head (``state_in`` order), or None for
+    a zeroed state; ``expected_o``: the ``tok_out`` words; ``expected_state``: the final state of
+    every configured head (heads beyond the run's keep their initial state);
+    ``labels``: (token, head, index) of each expected output word; ``saturations``: the model's
+    per-stage counts (the core's SATURATED flag is set exactly when their sum is not zero).
+    """
+
+    words: list
+    conv_writes: list
+    state_words: list | None
+    expected_o: list
+    expected_state: list
+    labels: list
+    saturations: dict
+
+
+def core_vectors(cfg, tokens, *, heads=None, seed=0, mode="chunk", inputs=None, h0=None):
+    """Random (or given ``inputs``) tokens of one sequence through the fixed-point model.
+
+    ``h0``: initial state ``[cfg.heads, d_k, d_v]`` (floats; rounded into ``fmt_state``), or
+    None for zero. ``inputs``: keyword arguments of ``random_inputs``' form (batch of one).
+    """
+    from dataclasses import replace
+
+    from ..golden.fixed import fixed_delta_rule
+    from ..golden.vectors import random_inputs
+    from ..hw.beta_phi import Kind
+    from ..hw.core import token_words
+
+    H = cfg.heads if heads is None else heads
+    run_cfg = replace(cfg, heads=H)
+    x = inputs if inputs is not None else random_inputs(cfg, tokens, heads=H, seed=seed)
+    fin = cfg.fmt_input
+    raw = {n: fin.from_float(x[n][0], n)[0] for n in ("q", "k", "v", "beta_logits")}
+    exact = {n: fin.to_float(r)[None] for n, r in raw.items()}
+    conv = None
+    conv_writes = []
+    if cfg.short_conv:
+        conv = {}
+        for name, kind in (("q", Kind.Q), ("k", Kind.K), ("v", Kind.V)):
+            w = cfg.fmt_conv.from_float(x["conv_weights"][name], name)[0]  # [H, d, W]
+            conv[name] = cfg.fmt_conv.to_float(w)
+            conv_writes += [
+                {"kind": kind, "head": h, "chan": c, "tap": t, "data": int(w[h, c, t])}
+                for h in range(H)
+                for c in range(w.shape[1])
+                for t in range(w.shape[2])
+            ]
+    state_raw = np.zeros((cfg.heads, cfg.d_k, cfg.d_v), dtype=np.int64)
+    if h0 is not None:
+        state_raw = cfg.fmt_state.from_float(np.asarray(h0), "initial_state")[0]
+    res = fixed_delta_rule(
+        exact["q"],
+        exact["k"],
+        exact["v"],
+        exact["beta_logits"],
+        cfg=run_cfg,
+        conv_weights=conv,
+        initial_state=cfg.fmt_state.to_float(state_raw[None, :H]),
+        mode=mode,
+    )
+    vec = {Kind.BETA: "beta_logits", Kind.Q: "q", Kind.K: "k", Kind.V: "v"}
+    words = []
+    for t in range(tokens):
+        for h in range(H):
+            for kind, _ in token_words(cfg):
+                for word in np.atleast_1d(raw[vec[kind]][t, h]):
+                    words.append({"data": int(word), "last": 0})
+    words[-1]["last"] = 1
+    o = res.o_raw[0]  # [T, H, d_v]
+    labels = [(t, h, j) for t in range(tokens) for h in range(H) for j in range(cfg.d_v)]
+    final = state_raw.copy()
+    final[:H] = res.final_state_raw[0]
+    return CoreVectors(
+        words=words,
+        conv_writes=conv_writes,
+        state_words=None if h0 is None else [int(w) for w in state_raw.ravel()],
+        expected_o=[int(w) for w in o.ravel()],
+        expected_state=[int(w) for w in final.ravel()],
+        labels=labels,
+        saturations=res.saturations,
+    )

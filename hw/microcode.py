@@ -1,0 +1,304 @@
+"""The core's microcode: the chunk program (golden/program.py) compiled into array instructions.
+
+One instruction per product of the program (and one for the solve), each with everything the
+scheduler needs to expand it into MAC-array tiles and everything the epilogue needs to turn the
+drained sums into the rounded words the fixed-point model writes. The scheduler (hw/scheduler.py)
+elaborates these instructions into hardware loops; the cycle model (sim/cycle_model.py) walks
+:func:`tiles` over the same instructions. Nothing else decides the order of work.
+
+Where the program's row scalings go (same roundings, no extra pass):
+
+* ``Kb = beta (rows) K`` and ``Vb = beta (rows) V`` are computed by the loader as the words
+  arrive (beta is the first word of a head's token);
+* ``A = beta (rows) KK`` is fused into the epilogue of ``KK``: the drained row is rounded into
+  ``KK``'s format, multiplied by the row's beta and rounded again.
+
+Buffers (ChunkBuffer instances, lanes = array columns): the loader fills ``Q``, ``K``, ``Kt`` (a
+second copy of K for B-side reads while ``K`` feeds the A side), ``Kb``, ``Vb`` and ``beta`` for
+every head of a chunk, in one of two halves (the next chunk loads while this one computes);
+``A``, ``T``, ``W``, ``U``, ``QK``, ``Vn`` hold one head's intermediates; ``O`` (two halves) is
+read by the output streamer; ``S`` is the state SRAM.
+
+Tiles: an instruction's output (``rows_dim`` x ``cols_dim``) is cut into R x C tiles (i0, j0) in
+row-major order; each term of the instruction is one array tile of k steps. Steps skipped:
+
+* a term whose A operand is lower triangular (``T``, ``QK``) stops at k = i0 + R;
+* a masked (lower or strict lower) product skips the tiles with j0 >= i0 + R (all zero; no reader
+  ever reads them);
+* the solve computes row i of T from rows k < i, tile by tile (j0 <= i), with k from j0 (T is
+  lower triangular), and waits for row i to be written before row i + 1 starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..golden.program import Product, Scale, Solve, chunk_program
+
+__all__ = [
+    "CHUNK_INPUTS",
+    "Fetch",
+    "Instr",
+    "Step",
+    "core_program",
+    "check_core_config",
+    "tiles",
+]
+
+# buffers the loader fills for every head of a chunk (two halves); the others hold one head
+CHUNK_INPUTS = ("Q", "K", "Kt", "Kb", "Vb")
+# format field of each buffer's words
+BUFFER_FORMATS = {
+    "Q": "fmt_qk",
+    "K": "fmt_qk",
+    "Kt": "fmt_qk",
+    "Kb": "fmt_qk",
+    "Vb": "fmt_v",
+    "A": "fmt_a",
+    "T": "fmt_t",
+    "W": "fmt_w",
+    "U": "fmt_u",
+    "QK": "fmt_attn",
+    "Vn": "fmt_vnew",
+    "O": "fmt_o",
+    "S": "fmt_state",
+}
+# the triangular matrices (zero above the diagonal)
+LOWER = ("T", "QK", "A")
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """Where one operand of a step is read: ``buf`` in ``mode``.
+
+    Modes: ``col`` (lanes = rows i0.. of column k), ``row`` (lanes = columns i0.. or j0.. of row
+    k), ``diag`` (``col`` keeping only the solve row's lane), ``sram`` (state row k, tile j0).
+    """
+
+    buf: str
+    mode: str
+
+
+@dataclass(frozen=True)
+class Step:
+    """One term of an instruction: ``sign * a @ b`` over ``k_dim`` (m, d_k or d_v)."""
+
+    a: Fetch
+    b: Fetch
+    sign: int
+    k_dim: str
+    a_lower: bool  # stop at k = i0 + R
+    frac: int  # fractional bits of the exact product
+
+
+@dataclass(frozen=True)
+class Instr:
+    name: str  # the program destination
+    solve: bool
+    rows_dim: str  # m | dk
+    cols_dim: str  # m | dk | dv
+    steps: tuple[Step, ...]
+    mask: str  # full | lower | strict_lower
+    add: str | None  # epilogue addend buffer (U, Vb or S)
+    add_frac: int
+    top_frac: int  # fractional bits of the exact sum
+    fmt: str  # format field of the rounded result
+    scale: str | None  # fused row scale: the factor ("beta") and dest format
+    scale_fmt: str | None
+    dest: str
+    wait: bool  # wait for every earlier instruction's writes before the first step
+
+    @property
+    def skip_upper(self) -> bool:
+        return self.mask != "full"
+
+
+def check_core_config(cfg) -> None:
+    """Raise a ``ValueError`` naming the field if the core hardware cannot be built for ``cfg``."""
+    if cfg.gated:
+        raise ValueError(
+            "gated must be False for the core hardware: the scheduler does not run the Decay "
+            "and element-wise Scale operations yet (the golden and fixed-point models do)"
+        )
+    R, C = cfg.array_rows, cfg.array_cols
+    if C & (C - 1) or R & (R - 1):
+        raise ValueError(f"array_rows ({R}) and array_cols ({C}) must be powers of two for the core")
+    if R > C:
+        raise ValueError(f"array_rows ({R}) must be <= array_cols ({C}) for the core")
+    for field in ("d_k", "d_v", "chunk_size"):
+        if getattr(cfg, field) % C:
+            raise ValueError(
+                f"{field} ({getattr(cfg, field)}) must be a multiple of array_cols ({C}) for the core"
+            )
+
+
+def _fetch(name: str, side: str, transposed: bool) -> Fetch:
+    if name == "S":
+        if side != "b" or transposed:
+            raise ValueError("the state is only read as a B operand")
+        return Fetch("S", "sram")
+    if side == "a":
+        return Fetch(name, "row" if transposed else "col")
+    return Fetch("Kt" if name == "K" else name, "col" if transposed else "row")
+
+
+def core_program(cfg, mode: str) -> tuple[Instr, ...]:
+    """The instructions one head runs per chunk (``mode="chunk"``) or per token (``"recurrent"``)."""
+    check_core_config(cfg)
+    if mode not in ("chunk", "recurrent"):
+        raise ValueError(f"mode must be 'chunk' or 'recurrent', not {mode!r}")
+    decode = mode == "recurrent"
+    program = chunk_program(1 if decode else cfg.chunk_size, False, decode)
+    fmts = program.formats()
+    frac = {name: getattr(cfg, field).frac_bits for name, field in fmts.items()}
+    # (rows, cols) of every value, in the symbols m, dk, dv
+    dims = {n: ("m", "dk") for n in ("Q", "K", "Kb", "W")}
+    dims |= {n: ("m", "dv") for n in ("V", "Vb", "U", "Vn", "O")}
+    dims |= {n: ("m", "m") for n in ("KK", "A", "T", "QK")}
+    dims["S"] = ("dk", "dv")
+
+    scales = {op.dest: op for op in program.ops if isinstance(op, Scale)}
+    for dest, op in scales.items():
+        if op.how != "rows" or op.factor != "beta" or dest not in ("A", "Kb", "Vb"):
+            raise ValueError(f"the core cannot run the scale {dest} = {op.src} * {op.factor}")
+    instrs = []
+    for op in program.ops:
+        if isinstance(op, Product):
+            steps = []
+            for t in op.terms:
+                a_dims = dims[t.a][::-1] if t.ta else dims[t.a]
+                steps.append(
+                    Step(
+                        a=_fetch(t.a, "a", t.ta),
+                        b=_fetch(t.b, "b", t.tb),
+                        sign=t.sign,
+                        k_dim=a_dims[1],
+                        a_lower=t.a in LOWER and not t.ta,
+                        frac=frac[t.a] + frac[t.b],
+                    )
+                )
+            if op.add_scale:
+                raise ValueError(f"the core cannot scale the addend of {op.dest}")
+            if len(steps) > 2:
+                raise ValueError(f"the core sums at most two terms ({op.dest})")
+            add_frac = frac[op.add] if op.add else 0
+            top = max([s.frac for s in steps] + [add_frac])
+            # a product rounded and then scaled by the loader's beta (A = beta KK)
+            fused = next((s for s in scales.values() if s.src == op.dest), None)
+            dest = fused.dest if fused else op.dest
+            instrs.append(
+                Instr(
+                    name=op.dest,
+                    solve=False,
+                    rows_dim=dims[op.dest][0],
+                    cols_dim=dims[op.dest][1],
+                    steps=tuple(steps),
+                    mask=op.mask,
+                    add=op.add,
+                    add_frac=add_frac,
+                    top_frac=top,
+                    fmt=op.fmt,
+                    scale=fused.factor if fused else None,
+                    scale_fmt=fused.fmt if fused else None,
+                    dest=dest,
+                    wait=False,
+                )
+            )
+        elif isinstance(op, Solve):
+            step = Step(
+                a=Fetch(op.src, "diag"),
+                b=Fetch(op.dest, "row"),
+                sign=-1,
+                k_dim="m",
+                a_lower=False,
+                frac=frac[op.src] + frac[op.dest],
+            )
+            instrs.append(
+                Instr(
+                    name=op.dest,
+                    solve=True,
+                    rows_dim="m",
+                    cols_dim="m",
+                    steps=(step,),
+                    mask="lower",
+                    add=None,
+                    add_frac=0,
+                    top_frac=step.frac,
+                    fmt=op.fmt,
+                    scale=None,
+                    scale_fmt=None,
+                    dest=op.dest,
+                    wait=False,
+                )
+            )
+        elif isinstance(op, Scale):
+            continue  # loader (Kb, Vb) or fused (A)
+        else:
+            raise ValueError(f"the core cannot run {type(op).__name__} operations")
+    return tuple(_with_waits(instrs))
+
+
+def _reads(ins: Instr) -> set[str]:
+    out = {s.a.buf for s in ins.steps} | {s.b.buf for s in ins.steps}
+    return out | ({ins.add} if ins.add else set())
+
+
+def _with_waits(instrs: list[Instr]) -> list[Instr]:
+    """Set ``wait`` where an instruction reads what an unfinished one writes (or shares a port).
+
+    Computed over two heads in a row, so the first instruction of a head also sees the last ones
+    of the head before; the solve always waits (it reads the A rows just written).
+    """
+    from dataclasses import replace
+
+    twice = instrs + instrs
+    pending_writes: set[str] = set()
+    pending_adds: set[str] = set()
+    out = []
+    for n, ins in enumerate(twice):
+        fetched = {s.a.buf for s in ins.steps} | {s.b.buf for s in ins.steps}
+        hazard = (
+            ins.solve
+            or _reads(ins) & pending_writes
+            or fetched & pending_adds
+            or (ins.add and ins.add in pending_adds)
+            or (ins.dest in pending_writes and ins.dest in _reads(ins))
+        )
+        if hazard:
+            pending_writes, pending_adds = set(), set()
+        pending_writes.add(ins.dest)
+        if ins.add:
+            pending_adds.add(ins.add)
+        if ins.solve:  # its last row's writes finish before the next instruction reads T
+            pending_writes = {ins.dest}
+        if n >= len(instrs):
+            out.append(replace(ins, wait=bool(hazard)))
+    return out
+
+
+def dim_value(cfg, dim: str, m: int) -> int:
+    return {"m": m, "dk": cfg.d_k, "dv": cfg.d_v}[dim]
+
+
+def tiles(cfg, ins: Instr, m: int):
+    """The array tiles of ``ins`` on a chunk of ``m`` rows, in issue order.
+
+    Yields ``(i0, j0, row, term, k_lo, k_hi)``: ``row`` is the solve's row (else None); after the
+    last tile of a solve row the scheduler waits for its writes.
+    """
+    R, C = cfg.array_rows, cfg.array_cols
+    rows, cols = dim_value(cfg, ins.rows_dim, m), dim_value(cfg, ins.cols_dim, m)
+    if ins.solve:
+        for i in range(m):
+            i0 = i - i % R
+            for j0 in range(0, i + 1, C):
+                yield i0, j0, i, 0, j0, max(i, j0 + 1)
+        return
+    for i0 in range(0, rows, R):
+        for j0 in range(0, cols, C):
+            if ins.skip_upper and j0 >= i0 + R:
+                continue
+            for t, step in enumerate(ins.steps):
+                n = dim_value(cfg, step.k_dim, m)
+                hi = min(i0 + R, n) if step.a_lower else n
+                yield i0, j0, None, t, 0, hi

@@ -1,0 +1,545 @@
+"""Chunk scheduler: runs the microcode (hw/microcode.py) of every head of a chunk on the MAC array.
+
+Three parts, elaborated into the core's module by :class:`Scheduler`:
+
+* **sequencer and fetch**: walks the instructions of each head (``pc``) and their tiles (i0, j0,
+  term, k; the solve also row i) exactly as :func:`~deltanet_hw.hw.microcode.tiles` lists them;
+  each cycle it may issue one step: a read of the A operand and of the B operand from their
+  buffers. One cycle later both words enter a small step FIFO that feeds the array (credits keep
+  the FIFO from overflowing, so the buffers never wait). An instruction marked ``wait`` (and each
+  solve row) starts only when every tile issued before it has been written.
+* **MAC array** (hw/mac_array.py), with the tile's mask and position on its last step.
+* **epilogue**: a fixed five-stage pipeline on the drained rows (never stalls): a first term's
+  rows wait in a partial-sum FIFO for the second term; the addend (U, Vb or S) is read; the terms
+  are aligned to the exact sum's fractional bits and added (the solve adds the identity); the sum
+  is rounded into the instruction's format; the fused row scale (A = beta KK) multiplies by the
+  row's beta and rounds again; the row segment is written (rows and columns outside the result
+  are dropped). Every rounding that saturates sets the sticky ``saturated``.
+
+The scheduler holds no memory of its own: the buffers belong to the core (hw/core.py) and the
+scheduler asks for their ports through :class:`PortMux`.
+"""
+
+from amaranth import *
+from amaranth.lib import data
+from amaranth.lib.fifo import SyncFIFOBuffered
+
+from .chunk_buffer import ReadMode
+from .fixed import requantize
+from .mac_array import OFFSET_BITS, Mask, MacArray
+from .microcode import CHUNK_INPUTS, core_program
+
+__all__ = ["PortMux", "Scheduler"]
+
+STEP_FIFO_DEPTH = 4
+CTX_FIFO_DEPTH = 16
+MODES = {"col": ReadMode.COLUMN, "row": ReadMode.ROW, "diag": ReadMode.DIAG}
+MASKS = {"full": Mask.FULL, "lower": Mask.LOWER, "strict_lower": Mask.STRICT_LOWER}
+
+
+class PortMux:
+    """Requests to memory command ports from several places (at most one active per cycle)."""
+
+    def __init__(self):
+        self.requests = {}
+
+    def add(self, port, cond, fields: dict):
+        self.requests.setdefault(id(port), (port, []))[1].append((cond, fields))
+
+    def build(self, m):
+        for port, reqs in self.requests.values():
+            m.d.comb += port.valid.eq(Cat(*[c for c, _ in reqs]).any())
+            first = True
+            for cond, fields in reqs:
+                with m.If(cond) if first else m.Elif(cond):
+                    for name, value in fields.items():
+                        m.d.comb += port.payload[name].eq(value)
+                first = False
+
+
+class Scheduler:
+    """The chunk scheduler of a core (see the module docstring).
+
+    Parameters
+    ----------
+    cfg : CoreConfig
+    buffers : dict
+        name -> ChunkBuffer (``Q`` ``K`` ``Kt`` ``Kb`` ``Vb`` ``A`` ``T`` ``W`` ``U`` ``QK``
+        ``Vn`` ``O``) or the StateSram (``S``).
+    beta : memory read port
+        The beta words of the chunk halves (address (half * heads + head) * chunk + row).
+    reads, writes : PortMux
+        Where the scheduler asks for command and write ports.
+
+    Signals (create with the object, drive or read them in the core):
+    ``start`` (in, pulse: run one chunk), ``mode`` (in: 0 chunk program, 1 decode program),
+    ``rows`` (in: m), ``half`` (in), ``heads`` (in), ``clear`` (in: zero the counters),
+    ``done`` (out, pulse: every write of the chunk landed), ``saturated`` (out, sticky),
+    ``busy_cycles`` (one counter per instruction: cycles spent on it).
+    """
+
+    def __init__(self, cfg, buffers, beta, reads, writes):
+        self.cfg = cfg
+        chunk, decode = core_program(cfg, "chunk"), core_program(cfg, "recurrent")
+        self.instrs = chunk + decode
+        self.entry = (0, len(chunk))  # first instruction of each mode
+        self.exit = (len(chunk) - 1, len(self.instrs) - 1)
+        self.buffers, self.beta, self.reads, self.writes = buffers, beta, reads, writes
+        self.array = MacArray.from_config(cfg)
+        C = cfg.chunk_size
+        self.start = Signal()
+        self.mode = Signal()
+        self.rows = Signal(range(C + 1))
+        self.half = Signal()
+        self.heads = Signal(range(cfg.heads + 1))
+        self.done = Signal()
+        self.saturated = Signal()
+        self.clear = Signal()
+        self.busy_cycles = [Signal(32, name=f"cycles_{ins.name}") for ins in self.instrs]
+
+    # ------------------------------------------------------------------ helpers
+    def _base(self, name, half, head):
+        """First row of ``name``'s region for (half, head)."""
+        cfg = self.cfg
+        if name in CHUNK_INPUTS or name == "O":
+            return (half * cfg.heads + head) * cfg.chunk_size
+        return 0
+
+    def _dim(self, dim, m):
+        return {"m": m, "dk": self.cfg.d_k, "dv": self.cfg.d_v}[dim]
+
+    def elaborate(self, m):
+        cfg = self.cfg
+        R, Cc = cfg.array_rows, cfg.array_cols
+        instrs = self.instrs
+        arr = self.array
+        m.submodules.mac_array = arr
+        kmax = max(cfg.d_k, cfg.d_v, cfg.chunk_size)
+
+        # ---------------- sequencer ---------------------------------------------------
+        pc = Signal(range(len(instrs)))
+        head = Signal(range(cfg.heads))
+        i0 = Signal(range(kmax + R))
+        j0 = Signal(range(kmax + Cc))
+        row = Signal(range(cfg.chunk_size + 1))
+        term = Signal()
+        k = Signal(range(kmax + 1))
+        k_hi = Signal(range(kmax + 1))
+        running = Signal()  # a chunk is being issued
+        draining = Signal()  # every step issued; waiting for the last writes
+        waiting = Signal()  # the current instruction (or solve row) waits for the writes
+        outstanding = Signal(range(CTX_FIFO_DEPTH + 8))
+        tile_issued = Signal()
+        tile_written = Signal()
+        m.d.sync += outstanding.eq(outstanding + tile_issued - tile_written)
+        idle = Signal()
+        m.d.comb += idle.eq((outstanding == 0) & ~tile_issued)
+        mrows = Signal.like(self.rows)
+        half = Signal()
+        heads = Signal.like(self.heads)
+
+        step_layout = data.StructLayout(
+            {
+                "a": data.ArrayLayout(signed(arr.a_width), R),
+                "b": data.ArrayLayout(signed(arr.b_width), Cc),
+                "first": 1,
+                "last": 1,
+                "sub": 1,
+                "mask": Mask,
+                "row0": OFFSET_BITS,
+                "col0": OFFSET_BITS,
+            }
+        )
+        ctx_layout = data.StructLayout(
+            {
+                "pc": range(len(instrs)),
+                "term": 1,
+                "i0": range(kmax + R),
+                "j0": range(kmax + Cc),
+                "row": range(cfg.chunk_size + 1),
+                "head": range(cfg.heads),
+                "half": 1,
+                "m": range(cfg.chunk_size + 1),
+            }
+        )
+        m.submodules.step_fifo = step_fifo = SyncFIFOBuffered(
+            width=step_layout.size, depth=STEP_FIFO_DEPTH
+        )
+        m.submodules.ctx_fifo = ctx_fifo = SyncFIFOBuffered(
+            width=ctx_layout.size, depth=CTX_FIFO_DEPTH
+        )
+
+        # k range of the current tile
+        with m.Switch(pc):
+            for n, ins in enumerate(instrs):
+                with m.Case(n):
+                    if ins.solve:
+                        m.d.comb += k_hi.eq(Mux(row > j0, row, j0 + 1))
+                    else:
+                        for t, st in enumerate(ins.steps):
+                            with m.If(term == t):
+                                n_k = self._dim(st.k_dim, mrows)
+                                if st.a_lower:
+                                    m.d.comb += k_hi.eq(Mux(i0 + R < n_k, i0 + R, n_k))
+                                else:
+                                    m.d.comb += k_hi.eq(n_k)
+
+        in_flight = Signal(range(STEP_FIFO_DEPTH + 2))  # reads issued, not yet in the FIFO
+        issued_q = Signal()
+        m.d.comb += in_flight.eq(step_fifo.level + issued_q)
+        can_issue = Signal()
+        m.d.comb += can_issue.eq(
+            running & ~waiting & (in_flight < STEP_FIFO_DEPTH) & ctx_fifo.w_rdy
+        )
+        issue = Signal()
+        m.d.comb += issue.eq(can_issue)
+        last = Signal()
+        m.d.comb += last.eq(k + 1 >= k_hi)
+        m.d.comb += tile_issued.eq(issue & last)
+
+        # reads of the operands of the step
+        for n, ins in enumerate(instrs):
+            for t, st in enumerate(ins.steps):
+                cond = issue & (pc == n) & (term == t)
+                a_base = self._base(st.a.buf, half, head)
+                a_cmd = {
+                    "col": {"mode": ReadMode.COLUMN, "i": a_base + i0, "j": k},
+                    "row": {"mode": ReadMode.ROW, "i": a_base + k, "j": i0},
+                    "diag": {
+                        "mode": ReadMode.DIAG,
+                        "i": a_base + i0,
+                        "j": k,
+                        "lane": row - i0,
+                    },
+                }[st.a.mode]
+                self.reads.add(self.buffers[st.a.buf].rd_cmd, cond, a_cmd)
+                b_base = self._base(st.b.buf, half, head)
+                if st.b.mode == "sram":
+                    b_cmd = {"head": head, "row": k, "tile": j0 // Cc}
+                else:
+                    b_cmd = {
+                        "row": {"mode": ReadMode.ROW, "i": b_base + k, "j": j0},
+                        "col": {"mode": ReadMode.COLUMN, "i": b_base + j0, "j": k},
+                    }[st.b.mode]
+                self.reads.add(self.buffers[st.b.buf].rd_cmd, cond, b_cmd)
+
+        # the step's control, one cycle later with the read data
+        step_w = Signal(step_layout)
+        pc_q = Signal.like(pc)
+        term_q = Signal()
+        m.d.sync += [issued_q.eq(issue), pc_q.eq(pc), term_q.eq(term)]
+        ctl_q = Signal(data.StructLayout({"first": 1, "last": 1, "sub": 1, "mask": Mask,
+                                          "row0": OFFSET_BITS, "col0": OFFSET_BITS}))
+        sub = Signal()
+        mask = Signal(Mask)
+        for n, ins in enumerate(instrs):
+            with m.If(pc == n):
+                m.d.comb += mask.eq(MASKS[ins.mask])
+                for t, st in enumerate(ins.steps):
+                    with m.If(term == t):
+                        m.d.comb += sub.eq(st.sign < 0)
+        first = Signal()
+        m.d.comb += first.eq(k == 0)
+        for n, ins in enumerate(instrs):
+            if ins.solve:
+                with m.If(pc == n):
+                    m.d.comb += first.eq(k == j0)
+        m.d.sync += [
+            ctl_q.first.eq(first),
+            ctl_q.last.eq(last),
+            ctl_q.sub.eq(sub),
+            ctl_q.mask.eq(mask),
+            ctl_q.row0.eq(i0),
+            ctl_q.col0.eq(j0),
+        ]
+        for n, ins in enumerate(instrs):
+            for t, st in enumerate(ins.steps):
+                with m.If((pc_q == n) & (term_q == t)):
+                    a_data = self.buffers[st.a.buf].rd_data.payload
+                    b_data = self.buffers[st.b.buf].rd_data.payload
+                    m.d.comb += [step_w.a[r].eq(a_data[r]) for r in range(R)]
+                    m.d.comb += [step_w.b[c].eq(b_data[c]) for c in range(Cc)]
+        m.d.comb += [
+            step_w.first.eq(ctl_q.first),
+            step_w.last.eq(ctl_q.last),
+            step_w.sub.eq(ctl_q.sub),
+            step_w.mask.eq(ctl_q.mask),
+            step_w.row0.eq(ctl_q.row0),
+            step_w.col0.eq(ctl_q.col0),
+            step_fifo.w_data.eq(step_w),
+            step_fifo.w_en.eq(issued_q),
+        ]
+        step_r = data.View(step_layout, step_fifo.r_data)
+        m.d.comb += [
+            arr.a.valid.eq(step_fifo.r_rdy),
+            arr.b.valid.eq(step_fifo.r_rdy),
+            arr.a.payload.data.eq(step_r.a),
+            arr.a.payload.first.eq(step_r.first),
+            arr.a.payload.last.eq(step_r.last),
+            arr.a.payload.sub.eq(step_r.sub),
+            arr.a.payload.mask.eq(step_r.mask),
+            arr.a.payload.row0.eq(step_r.row0),
+            arr.a.payload.col0.eq(step_r.col0),
+            arr.b.payload.data.eq(step_r.b),
+            step_fifo.r_en.eq(arr.a.ready),
+        ]
+
+        # tile context, pushed with the tile's last step
+        ctx_w = Signal(ctx_layout)
+        m.d.comb += [
+            ctx_w.pc.eq(pc),
+            ctx_w.term.eq(term),
+            ctx_w.i0.eq(i0),
+            ctx_w.j0.eq(j0),
+            ctx_w.row.eq(row),
+            ctx_w.head.eq(head),
+            ctx_w.half.eq(half),
+            ctx_w.m.eq(mrows),
+            ctx_fifo.w_data.eq(ctx_w),
+            ctx_fifo.w_en.eq(tile_issued),
+        ]
+
+        # loop counters
+        for n, counter in enumerate(self.busy_cycles):
+            with m.If(self.clear):
+                m.d.sync += counter.eq(0)
+            with m.Elif(running & (pc == n)):
+                m.d.sync += counter.eq(counter + 1)
+
+        def next_instr():
+            """Counters for the next instruction (or head, or the end of the chunk)."""
+            m.d.sync += [i0.eq(0), j0.eq(0), k.eq(0), term.eq(0), row.eq(0)]
+            for n in range(len(instrs)):
+                with m.If(pc == n):
+                    if n in self.exit:
+                        entry = self.entry[self.exit.index(n)]
+                        m.d.sync += pc.eq(entry)
+                        with m.If(head + 1 == heads):
+                            m.d.sync += [running.eq(0), draining.eq(1)]
+                        with m.Else():
+                            m.d.sync += [head.eq(head + 1), waiting.eq(instrs[entry].wait)]
+                    else:
+                        m.d.sync += [pc.eq(n + 1), waiting.eq(instrs[n + 1].wait)]
+
+        with m.If(self.start):
+            m.d.sync += [
+                running.eq(1),
+                pc.eq(Mux(self.mode, self.entry[1], self.entry[0])),
+                head.eq(0),
+                i0.eq(0),
+                j0.eq(0),
+                k.eq(0),
+                term.eq(0),
+                row.eq(0),
+                mrows.eq(self.rows),
+                half.eq(self.half),
+                heads.eq(self.heads),
+                waiting.eq(1),
+            ]
+        with m.Elif(waiting):
+            with m.If(idle):
+                m.d.sync += waiting.eq(0)
+        with m.Elif(issue):
+            with m.If(~last):
+                m.d.sync += k.eq(k + 1)
+            with m.Else():
+                for n, ins in enumerate(instrs):
+                    with m.If(pc == n):
+                        self._advance(m, ins, i0, j0, row, term, k, mrows, next_instr, waiting)
+        m.d.comb += self.done.eq(draining & idle)
+        # for testbenches and waveforms
+        self.probe = {"pc": pc, "head": head, "running": running, "waiting": waiting,
+                      "draining": draining, "outstanding": outstanding, "i0": i0, "j0": j0,
+                      "k": k, "row": row, "term": term}
+        with m.If(self.done):
+            m.d.sync += draining.eq(0)
+
+        self._epilogue(m, ctx_fifo, ctx_layout, tile_written)
+
+    def _advance(self, m, ins, i0, j0, row, term, k, mrows, next_instr, waiting):
+        """After the last step of a tile of ``ins``: the next tile (or instruction)."""
+        R, Cc = self.cfg.array_rows, self.cfg.array_cols
+        if ins.solve:
+            with m.If(j0 + Cc <= row):
+                m.d.sync += [j0.eq(j0 + Cc), k.eq(j0 + Cc)]
+            with m.Elif(row + 1 == mrows):
+                next_instr()
+            with m.Else():
+                nxt = row + 1
+                m.d.sync += [
+                    row.eq(nxt),
+                    i0.eq(nxt - nxt[: (R - 1).bit_length()] if R > 1 else nxt),
+                    j0.eq(0),
+                    k.eq(0),
+                    waiting.eq(1),
+                ]
+            return
+        rows = self._dim(ins.rows_dim, mrows)
+        cols = self._dim(ins.cols_dim, mrows)
+        nj = j0 + Cc
+        more_cols = nj < cols
+        if ins.skip_upper:
+            more_cols = more_cols & (nj < i0 + R)
+        m.d.sync += k.eq(0)
+        with m.If(term + 1 < len(ins.steps)):
+            m.d.sync += term.eq(term + 1)
+        with m.Elif(more_cols):
+            m.d.sync += [term.eq(0), j0.eq(nj)]
+        with m.Elif(i0 + R < rows):
+            m.d.sync += [term.eq(0), j0.eq(0), i0.eq(i0 + R)]
+        with m.Else():
+            next_instr()
+
+    # ------------------------------------------------------------------ epilogue
+    def _epilogue(self, m, ctx_fifo, ctx_layout, tile_written):
+        cfg = self.cfg
+        R, Cc = cfg.array_rows, cfg.array_cols
+        instrs = self.instrs
+        arr = self.array
+        acc = arr.acc_width
+        shifts = [ins.top_frac - s.frac for ins in instrs for s in ins.steps]
+        shifts += [ins.top_frac - ins.add_frac for ins in instrs if ins.add]
+        wide = acc + max(shifts) + 2
+        beta_frac = cfg.fmt_beta.frac_bits
+        c = arr.c
+        m.d.comb += c.ready.eq(1)  # the epilogue never stalls
+        ctx = data.View(ctx_layout, ctx_fifo.r_data)
+        m.d.comb += ctx_fifo.r_en.eq(c.valid & c.payload.last)
+
+        # partial sums of first terms (two-term instructions)
+        row_layout = data.ArrayLayout(signed(acc), Cc)
+        m.submodules.partial_fifo = pfifo = SyncFIFOBuffered(width=row_layout.size, depth=2 * R)
+        two_term = Cat(*[ctx.pc == n for n, ins in enumerate(instrs) if len(ins.steps) == 2])
+        is_two = Signal()
+        m.d.comb += is_two.eq(two_term.any() if len(two_term) else 0)
+        m.d.comb += [
+            pfifo.w_data.eq(c.payload.data),
+            pfifo.w_en.eq(c.valid & is_two & (ctx.term == 0)),
+            pfifo.r_en.eq(c.valid & is_two & (ctx.term == 1)),
+        ]
+
+        # stage 1: the drained row, its place, the addend and beta reads
+        out_row = Signal(range(max(cfg.d_k, cfg.chunk_size) + R))
+        m.d.comb += out_row.eq(ctx.i0 + c.payload.row)
+        s1 = Signal(
+            data.StructLayout(
+                {
+                    "valid": 1,  # a final row of a tile (written if inside the result)
+                    "tile_end": 1,
+                    "pc": range(len(instrs)),
+                    "row": range(max(cfg.d_k, cfg.chunk_size) + R),
+                    "solve_row": range(cfg.chunk_size + 1),
+                    "j0": ctx_layout["j0"].shape,
+                    "head": range(cfg.heads),
+                    "half": 1,
+                    "m": range(cfg.chunk_size + 1),
+                    "value": row_layout,
+                    "partial": row_layout,
+                }
+            )
+        )
+        final = c.valid & (~is_two | (ctx.term == 1))
+        m.d.sync += [
+            s1.valid.eq(final),
+            s1.tile_end.eq(c.valid & c.payload.last),
+            s1.pc.eq(ctx.pc),
+            s1.row.eq(out_row),
+            s1.solve_row.eq(ctx.row),
+            s1.j0.eq(ctx.j0),
+            s1.head.eq(ctx.head),
+            s1.half.eq(ctx.half),
+            s1.m.eq(ctx.m),
+            s1.value.eq(c.payload.data),
+            s1.partial.eq(pfifo.r_data),
+        ]
+        for n, ins in enumerate(instrs):
+            if ins.add:
+                cond = final & (ctx.pc == n)
+                if ins.add == "S":
+                    cmd = {"head": ctx.head, "row": out_row, "tile": ctx.j0 // Cc}
+                else:
+                    base = self._base(ins.add, ctx.half, ctx.head)
+                    cmd = {"mode": ReadMode.ROW, "i": base + out_row, "j": ctx.j0}
+                self.reads.add(self.buffers[ins.add].rd_cmd, cond, cmd)
+        m.d.comb += [
+            self.beta.addr.eq((ctx.half * cfg.heads + ctx.head) * cfg.chunk_size + out_row),
+            self.beta.en.eq(c.valid),
+        ]
+
+        # stage 2: the exact sum at the instruction's fractional bits
+        s2 = Signal(data.StructLayout({"sum": data.ArrayLayout(signed(wide), Cc), "beta": signed(cfg.fmt_beta.width)}))
+        s2_meta = Signal.like(s1)
+        m.d.sync += [s2_meta.eq(s1), s2.beta.eq(self.beta.data)]
+        for n, ins in enumerate(instrs):
+            with m.If(s1.pc == n):
+                add = self.buffers[ins.add].rd_data.payload if ins.add else None
+                for col in range(Cc):
+                    last_step = ins.steps[-1]
+                    total = s1.value[col] << (ins.top_frac - last_step.frac)
+                    if len(ins.steps) == 2:
+                        total = total + (s1.partial[col] << (ins.top_frac - ins.steps[0].frac))
+                    if add is not None:
+                        total = total + (add[col] << (ins.top_frac - ins.add_frac))
+                    if ins.solve:
+                        one = Mux(s1.j0 + col == s1.solve_row, 1 << ins.top_frac, 0)
+                        total = total + one
+                    m.d.sync += s2.sum[col].eq(total)
+
+        # stage 3: rounded into the instruction's format (one rounder per format and fraction)
+        groups = {}
+        for n, ins in enumerate(instrs):
+            groups.setdefault((ins.fmt, ins.top_frac), []).append(n)
+        s3_raw = Signal(data.ArrayLayout(signed(max(getattr(cfg, ins.fmt).width for ins in instrs) + 1), Cc))
+        s3_over = Signal(Cc)
+        s3_meta = Signal.like(s1)
+        s3_beta = Signal.like(s2.beta)
+        m.d.sync += [s3_meta.eq(s2_meta), s3_beta.eq(s2.beta)]
+        for g, ((fmt_name, top), members) in enumerate(groups.items()):
+            fmt = getattr(cfg, fmt_name)
+            sel = Cat(*[s2_meta.pc == n for n in members]).any()
+            for col in range(Cc):
+                raw, over = requantize(m, s2.sum[col], fmt, f"round{g}_{col}", frac_in=top)
+                with m.If(sel):
+                    m.d.sync += [s3_raw[col].eq(raw), s3_over[col].eq(over)]
+
+        # stage 4: fused row scale (A = beta (rows) KK), rounded again
+        s4_raw = Signal.like(s3_raw)
+        s4_over = Signal(Cc)
+        s4_meta = Signal.like(s1)
+        m.d.sync += [s4_meta.eq(s3_meta), s4_raw.eq(s3_raw), s4_over.eq(s3_over)]
+        for n, ins in enumerate(instrs):
+            if not ins.scale:
+                continue
+            fmt = getattr(cfg, ins.fmt)
+            sfmt = getattr(cfg, ins.scale_fmt)
+            with m.If(s3_meta.pc == n):
+                for col in range(Cc):
+                    prod = Signal(signed(fmt.width + cfg.fmt_beta.width), name=f"scale_{col}")
+                    m.d.comb += prod.eq(s3_raw[col] * s3_beta)
+                    raw, over = requantize(
+                        m, prod, sfmt, f"scaled_{col}", frac_in=fmt.frac_bits + beta_frac
+                    )
+                    m.d.sync += [s4_raw[col].eq(raw), s4_over[col].eq(over | s3_over[col])]
+
+        # stage 5: write the row segment (inside the result only)
+        sat = []
+        for n, ins in enumerate(instrs):
+            rows = self._dim(ins.rows_dim, s4_meta.m)
+            cols = self._dim(ins.cols_dim, s4_meta.m)
+            here = s4_meta.valid & (s4_meta.pc == n) & (s4_meta.row < rows)
+            if ins.solve:
+                here = here & (s4_meta.row == s4_meta.solve_row)
+            lanes_in = Cat(*[s4_meta.j0 + col < cols for col in range(Cc)])
+            sat.append(here & (s4_over & lanes_in).any())
+            dest = self.buffers[ins.dest]
+            if ins.dest == "S":
+                fields = {"head": s4_meta.head, "row": s4_meta.row, "tile": s4_meta.j0 // Cc}
+            else:
+                base = self._base(ins.dest, s4_meta.half, s4_meta.head)
+                fields = {"mode": ReadMode.ROW, "i": base + s4_meta.row, "j": s4_meta.j0}
+            seg = Signal(dest.wr.payload.data.shape(), name=f"wr_{ins.name}")
+            m.d.comb += [seg[col].eq(s4_raw[col]) for col in range(Cc)]
+            self.writes.add(dest.wr, here, fields | {"data": seg})
+        with m.If(Cat(*sat).any()):
+            m.d.sync += self.saturated.eq(1)
+        m.d.comb += tile_written.eq(s4_meta.tile_end)

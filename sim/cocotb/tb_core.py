@@ -1,0 +1,197 @@
+"""cocotb test of the generated core Verilog: sequences of tokens against the fixed-point model.
+
+Parameters (the runner's JSON file): ``config_json``, ``sequences`` (each: ``tokens``, ``heads``,
+``seed``, ``mode``, ``state`` = zero | load | keep, optional ``hazard``), ``stall_p`` (random
+idle cycles on tok_in / state_in and backpressure on tok_out / state_out), ``results`` (where the
+counts go as JSON). Every output word and the whole final state are compared; a mismatch names
+the config, seed, token, head, index, expected and got.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ReadOnly, RisingEdge
+
+from deltanet_hw.config import CoreConfig
+from deltanet_hw.hw.core import CTRL_BITS, ERROR_BITS, REGISTERS, STATUS_BITS
+from deltanet_hw.hw.microcode import core_program
+from deltanet_hw.sim.cocotb.streams import StreamDriver, StreamMonitor, reset
+from deltanet_hw.sim.runner import TEST_ENV
+from deltanet_hw.sim.vectors import core_vectors
+
+MAX_WAIT = 1_000_000  # cycles any single handshake may take (a whole chunk computes meanwhile)
+
+
+async def csr_write(dut, addr, value):
+    dut.csr__addr.value = addr
+    dut.csr__w_data.value = value
+    dut.csr__w_en.value = 1
+    await RisingEdge(dut.clk)
+    dut.csr__w_en.value = 0
+
+
+async def csr_read(dut, addr):
+    dut.csr__addr.value = addr
+    await RisingEdge(dut.clk)
+    await ReadOnly()
+    value = int(dut.csr__r_data.value)
+    await RisingEdge(dut.clk)
+    return value
+
+
+class Counter:
+    """Cycles from the first accepted input to the last sent output (inclusive)."""
+
+    def __init__(self, dut):
+        self.dut, self.first, self.last, self.now = dut, None, None, 0
+
+    async def run(self):
+        dut = self.dut
+        while True:
+            await RisingEdge(dut.clk)
+            await ReadOnly()
+            self.now += 1
+            if self.first is None and int(dut.tok_in__valid.value) and int(dut.tok_in__ready.value):
+                self.first = self.now
+            if int(dut.tok_out__valid.value) and int(dut.tok_out__ready.value):
+                self.last = self.now
+
+
+@cocotb.test(timeout_time=100, timeout_unit="sec")  # simulated time; handshakes are bounded
+async def sequences_against_model(dut):
+    p = json.loads(Path(os.environ[TEST_ENV]).read_text())
+    cfg = CoreConfig.from_json(Path(p["config_json"]).read_text())
+    await _run(dut, p, cfg)
+
+
+async def _run(dut, p, cfg):
+    from amaranth import signed
+    from amaranth.lib import data
+
+    from deltanet_hw.hw.beta_phi import beta_phi_layouts
+
+    def word(width):
+        return data.StructLayout({"data": signed(width), "last": 1})
+
+    rng = np.random.default_rng(p["sequences"][0]["seed"])
+    stall = p["stall_p"]
+    Clock(dut.clk, 10, unit="ns").start()
+    dut.csr__w_en.value = 0
+    dut.csr__addr.value = 0
+    conv_wr = StreamDriver(dut, "conv_wr", beta_phi_layouts(cfg)[2], rng)
+    tok_in = StreamDriver(dut, "tok_in", word(cfg.fmt_input.width), rng, stall, MAX_WAIT)
+    tok_out = StreamMonitor(dut, "tok_out", word(cfg.fmt_o.width), rng, stall, MAX_WAIT)
+    state_in = StreamDriver(dut, "state_in", word(cfg.fmt_state.width), rng, stall)
+    state_out = StreamMonitor(dut, "state_out", word(cfg.fmt_state.width), rng, stall)
+    await reset(dut)
+    counter = Counter(dut)
+    cocotb.start_soon(counter.run())
+    instrs = [i.name for i in core_program(cfg, "chunk")] + [
+        "dec_" + i.name for i in core_program(cfg, "recurrent")
+    ]
+    results = []
+    bad_total = 0
+    state = None
+    for n, seq in enumerate(p["sequences"]):
+        label = (
+            f"{cfg.name} seed {seq['seed']} sequence {n} "
+            f"({seq['mode']}, T={seq['tokens']}, H={seq['heads']})"
+        )
+        h0 = None
+        if seq["state"] == "load":
+            shape = (cfg.heads, cfg.d_k, cfg.d_v)
+            h0 = np.random.default_rng(seq["seed"] + 1).uniform(-1, 1, shape)
+        elif seq["state"] == "keep":
+            h0 = cfg.fmt_state.to_float(np.asarray(state).reshape(cfg.heads, cfg.d_k, cfg.d_v))
+        inputs = None
+        if seq.get("hazard"):
+            from deltanet_hw.golden.study import hazard_inputs
+
+            inputs, hz_h0 = hazard_inputs(cfg, seq["hazard"], seq["tokens"], seq["seed"])
+            if hz_h0 is not None:
+                h0 = hz_h0[0]
+        v = core_vectors(
+            cfg,
+            seq["tokens"],
+            heads=seq["heads"],
+            seed=seq["seed"],
+            mode=seq["mode"],
+            inputs=inputs,
+            h0=h0,
+        )
+        await conv_wr.send(v.conv_writes)
+        if h0 is not None and seq["state"] != "keep":
+            n_words = len(v.state_words)
+            await state_in.send(
+                [{"data": w, "last": int(i == n_words - 1)} for i, w in enumerate(v.state_words)]
+            )
+        await csr_write(dut, REGISTERS["SEQ_LEN"], seq["tokens"])
+        await csr_write(dut, REGISTERS["HEADS"], seq["heads"])
+        await csr_write(dut, REGISTERS["MODE"], int(seq["mode"] == "recurrent"))
+        zero = h0 is None
+        ctrl = (1 << CTRL_BITS["START"]) | ((1 << CTRL_BITS["ZERO_STATE"]) if zero else 0)
+        counter.first = counter.last = None
+        await csr_write(dut, REGISTERS["CTRL"], ctrl)
+        cocotb.start_soon(tok_in.send(v.words))
+        got = await tok_out.recv(len(v.expected_o))
+        bad = 0
+        for i, (beat, want, (t, h, j)) in enumerate(zip(got, v.expected_o, v.labels, strict=True)):
+            last = int(i == len(v.expected_o) - 1)
+            if int(beat.data) != want or int(beat.last) != last:
+                bad += 1
+                if bad <= 20:
+                    dut._log.error(
+                        f"{label}: output token {t} head {h} index {j}: expected {want} "
+                        f"(last {last}), got {int(beat.data)} (last {int(beat.last)})"
+                    )
+        for _ in range(4):
+            await RisingEdge(dut.clk)
+        status = await csr_read(dut, REGISTERS["STATUS"])
+        errors = await csr_read(dut, REGISTERS["ERRORS"])
+        cycles = await csr_read(dut, REGISTERS["CYCLES"])
+        op_cycles = {
+            name: await csr_read(dut, REGISTERS["OP_CYCLES"] + k) for k, name in enumerate(instrs)
+        }
+        assert status & (1 << STATUS_BITS["DONE"]) and not status & (1 << STATUS_BITS["BUSY"]), (
+            f"{label}: STATUS {status:#x} after the last output"
+        )
+        measured = counter.last - counter.first + 1
+        assert cycles == measured, f"{label}: CYCLES {cycles} but the testbench counted {measured}"
+        want_sat = sum(v.saturations.values()) > 0
+        want_errors = (1 << ERROR_BITS["SATURATED"]) if want_sat else 0
+        if errors != want_errors:
+            bad += 1
+            dut._log.error(f"{label}: ERRORS {errors:#x}, expected {want_errors:#x}")
+        await csr_write(dut, REGISTERS["CTRL"], 1 << CTRL_BITS["CLEAR_ERRORS"])
+        await csr_write(dut, REGISTERS["CTRL"], 1 << CTRL_BITS["READ_STATE"])
+        beats = await state_out.recv(len(v.expected_state))
+        per_head = cfg.d_k * cfg.d_v
+        for i, (beat, want) in enumerate(zip(beats, v.expected_state, strict=True)):
+            last = int(i == len(v.expected_state) - 1)
+            if int(beat.data) != want or int(beat.last) != last:
+                bad += 1
+                if bad <= 40:
+                    h, r = divmod(i, per_head)
+                    dut._log.error(
+                        f"{label}: final state head {h} row {r // cfg.d_v} column {r % cfg.d_v}: "
+                        f"expected {want}, got {int(beat.data)}"
+                    )
+        state = v.expected_state
+        bad_total += bad
+        results.append(
+            {
+                **seq,
+                "mismatches": bad,
+                "cycles": cycles,
+                "op_cycles": op_cycles,
+                "words_out": len(got),
+                "saturated": want_sat,
+            }
+        )
+        dut._log.info(f"{label}: {bad} mismatches, {cycles} cycles")
+    Path(p["results"]).write_text(json.dumps(results, indent=1))
+    assert bad_total == 0, f"{bad_total} mismatching words (first ones logged above)"
