@@ -116,8 +116,14 @@ class DeltaNetCore(wiring.Component):
         for name in CHUNK_INPUTS:
             cols = cfg.d_v if name == "Vb" else cfg.d_k
             bufs[name] = ChunkBuffer(2 * H * C, cols, L, width(name))
-        for name, cols in (("A", C), ("T", C), ("QK", C), ("W", cfg.d_k), ("U", cfg.d_v),
-                           ("Vn", cfg.d_v)):
+        for name, cols in (
+            ("A", C),
+            ("T", C),
+            ("QK", C),
+            ("W", cfg.d_k),
+            ("U", cfg.d_v),
+            ("Vn", cfg.d_v),
+        ):
             bufs[name] = ChunkBuffer(C, cols, L, width(name))
         bufs["O"] = ChunkBuffer(2 * H * C, cfg.d_v, L, width("O"))
         bufs["S"] = StateSram.from_config(cfg)
@@ -145,14 +151,13 @@ class DeltaNetCore(wiring.Component):
         csr = self.csr
         ctrl = Signal(4)
         m.d.comb += ctrl.eq(Mux(csr.w_en & (csr.addr == REGISTERS["CTRL"]), csr.w_data[:4], 0))
-        with m.If(csr.w_en):
-            with m.Switch(csr.addr):
-                with m.Case(REGISTERS["SEQ_LEN"]):
-                    m.d.sync += seq_len.eq(csr.w_data)
-                with m.Case(REGISTERS["HEADS"]):
-                    m.d.sync += heads.eq(csr.w_data)
-                with m.Case(REGISTERS["MODE"]):
-                    m.d.sync += mode.eq(csr.w_data[0])
+        with m.If(csr.w_en), m.Switch(csr.addr):
+            with m.Case(REGISTERS["SEQ_LEN"]):
+                m.d.sync += seq_len.eq(csr.w_data)
+            with m.Case(REGISTERS["HEADS"]):
+                m.d.sync += heads.eq(csr.w_data)
+            with m.Case(REGISTERS["MODE"]):
+                m.d.sync += mode.eq(csr.w_data[0])
         with m.If(ctrl[CTRL_BITS["CLEAR_ERRORS"]]):
             m.d.sync += errors.eq(0)
         sched = self.scheduler = Scheduler(cfg, bufs, beta_rd, reads, writes)
@@ -180,9 +185,7 @@ class DeltaNetCore(wiring.Component):
         m.d.comb += [
             err["BAD_LENGTH"].eq(start & bad_len),
             err["BAD_HEADS"].eq(start & bad_heads),
-            err["BUSY"].eq(
-                (start | ctrl[CTRL_BITS["READ_STATE"]]) & (busy | reading | aborted)
-            ),
+            err["BUSY"].eq((start | ctrl[CTRL_BITS["READ_STATE"]]) & (busy | reading | aborted)),
             go.eq(start & ~bad_len & ~bad_heads & ~busy & ~reading & ~aborted),
         ]
         T = Signal(range(cfg.max_tokens + 1))
@@ -237,7 +240,9 @@ class DeltaNetCore(wiring.Component):
         kinds = Array([Const(kind.value, 3) for kind, _ in frame])
         final_word = Signal()
         m.d.comb += final_word.eq(
-            (in_tok == T - 1) & (in_head == Hr - 1) & (in_vec == len(frame) - 1)
+            (in_tok == T - 1)
+            & (in_head == Hr - 1)
+            & (in_vec == len(frame) - 1)
             & (in_chan == vec_len - 1)
         )
         accepting = busy & ~in_done & ~aborted
@@ -299,7 +304,11 @@ class DeltaNetCore(wiring.Component):
         )
         scaled = Signal.like(seg_b[0])
         m.d.comb += scaled.eq(Mux(o.kind == Kind.V, vb, kb))
-        with m.If(take & ((o.kind == Kind.K) | (o.kind == Kind.V)) & Mux(o.kind == Kind.V, vb_over, kb_over)):
+        with m.If(
+            take
+            & ((o.kind == Kind.K) | (o.kind == Kind.V))
+            & Mux(o.kind == Kind.V, vb_over, kb_over)
+        ):
             m.d.comb += err["SATURATED"].eq(1)
         full_seg = Signal.like(seg)
         full_seg_b = Signal.like(seg_b)
@@ -359,8 +368,12 @@ class DeltaNetCore(wiring.Component):
         cp_tokens = Signal(range(cfg.max_tokens + 1))
         sched.elaborate(m)
         ready_to_compute = (
-            busy & ~cp_busy & ~clearing & loaded.bit_select(cp_half, 1)
-            & ~out_full.bit_select(cp_half, 1) & (cp_tokens < T)
+            busy
+            & ~cp_busy
+            & ~clearing
+            & loaded.bit_select(cp_half, 1)
+            & ~out_full.bit_select(cp_half, 1)
+            & (cp_tokens < T)
         )
         m.d.comb += [
             sched.start.eq(ready_to_compute),
@@ -386,7 +399,7 @@ class DeltaNetCore(wiring.Component):
             m.d.sync += [cp_half.eq(0), cp_tokens.eq(0), loaded.eq(0), out_full.eq(0)]
 
         # ---------------- output streamer ---------------------------------------------------
-        O = bufs["O"]
+        obuf = bufs["O"]
         st_half = Signal()
         st_row = Signal(range(C))
         st_head = Signal(range(H))
@@ -394,22 +407,20 @@ class DeltaNetCore(wiring.Component):
         st_tokens = Signal(range(cfg.max_tokens + 1))
         want = busy & out_full.bit_select(st_half, 1)
         reads.add(
-            O.rd_cmd,
+            obuf.rd_cmd,
             want,
             {"mode": ReadMode.ROW, "i": (st_half * H + st_head) * C + st_row, "j": st_chan},
         )
-        o_take = O.rd_cmd.valid & O.rd_cmd.ready
+        o_take = obuf.rd_cmd.valid & obuf.rd_cmd.ready
         st_last = Signal()
-        seq_end = (
-            (st_tokens + st_row == T - 1) & (st_head == Hr - 1) & (st_chan == cfg.d_v - 1)
-        )
+        seq_end = (st_tokens + st_row == T - 1) & (st_head == Hr - 1) & (st_chan == cfg.d_v - 1)
         with m.If(o_take):
             m.d.sync += st_last.eq(seq_end)
         m.d.comb += [
-            self.tok_out.valid.eq(O.rd_data.valid),
-            self.tok_out.payload.data.eq(O.rd_data.payload[0]),
+            self.tok_out.valid.eq(obuf.rd_data.valid),
+            self.tok_out.payload.data.eq(obuf.rd_data.payload[0]),
             self.tok_out.payload.last.eq(st_last),
-            O.rd_data.ready.eq(self.tok_out.ready),
+            obuf.rd_data.ready.eq(self.tok_out.ready),
         ]
         with m.If(o_take):
             with m.If(st_chan == cfg.d_v - 1):
@@ -433,8 +444,7 @@ class DeltaNetCore(wiring.Component):
         with m.If(out_sent & self.tok_out.payload.last):
             m.d.sync += [busy.eq(0), done.eq(1)]
         with m.If(go):
-            m.d.sync += [st_half.eq(0), st_row.eq(0), st_head.eq(0), st_chan.eq(0),
-                         st_tokens.eq(0)]
+            m.d.sync += [st_half.eq(0), st_row.eq(0), st_head.eq(0), st_chan.eq(0), st_tokens.eq(0)]
 
         # cycles: first input accepted .. last output sent, inclusive
         counting = Signal()
@@ -513,6 +523,13 @@ class DeltaNetCore(wiring.Component):
 
         reads.build(m)
         writes.build(m)
-        self.probe = {"busy": busy, "loaded": loaded, "out_full": out_full, "errors": errors,
-                      "ld_row": ld_row, "ld_half": ld_half, "cp_busy": cp_busy}
+        self.probe = {
+            "busy": busy,
+            "loaded": loaded,
+            "out_full": out_full,
+            "errors": errors,
+            "ld_row": ld_row,
+            "ld_half": ld_half,
+            "cp_busy": cp_busy,
+        }
         return m

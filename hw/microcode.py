@@ -40,8 +40,8 @@ __all__ = [
     "Fetch",
     "Instr",
     "Step",
-    "core_program",
     "check_core_config",
+    "core_program",
     "tiles",
 ]
 
@@ -122,13 +122,16 @@ def check_core_config(cfg) -> None:
         )
     R, C = cfg.array_rows, cfg.array_cols
     if C & (C - 1) or R & (R - 1):
-        raise ValueError(f"array_rows ({R}) and array_cols ({C}) must be powers of two for the core")
+        raise ValueError(
+            f"array_rows ({R}) and array_cols ({C}) must be powers of two for the core"
+        )
     if R > C:
         raise ValueError(f"array_rows ({R}) must be <= array_cols ({C}) for the core")
     for field in ("d_k", "d_v", "chunk_size"):
         if getattr(cfg, field) % C:
             raise ValueError(
-                f"{field} ({getattr(cfg, field)}) must be a multiple of array_cols ({C}) for the core"
+                f"{field} ({getattr(cfg, field)}) must be a multiple of array_cols ({C}) "
+                "for the core"
             )
 
 
@@ -143,7 +146,7 @@ def _fetch(name: str, side: str, transposed: bool) -> Fetch:
 
 
 def core_program(cfg, mode: str) -> tuple[Instr, ...]:
-    """The instructions one head runs per chunk (``mode="chunk"``) or per token (``"recurrent"``)."""
+    """The instructions one head runs per chunk (``mode="chunk"``) or token (``"recurrent"``)."""
     check_core_config(cfg)
     if mode not in ("chunk", "recurrent"):
         raise ValueError(f"mode must be 'chunk' or 'recurrent', not {mode!r}")

@@ -26,7 +26,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 
 from .chunk_buffer import ReadMode
 from .fixed import requantize
-from .mac_array import OFFSET_BITS, Mask, MacArray
+from .mac_array import OFFSET_BITS, MacArray, Mask
 from .microcode import CHUNK_INPUTS, core_program
 
 __all__ = ["PortMux", "Scheduler"]
@@ -228,8 +228,18 @@ class Scheduler:
         pc_q = Signal.like(pc)
         term_q = Signal()
         m.d.sync += [issued_q.eq(issue), pc_q.eq(pc), term_q.eq(term)]
-        ctl_q = Signal(data.StructLayout({"first": 1, "last": 1, "sub": 1, "mask": Mask,
-                                          "row0": OFFSET_BITS, "col0": OFFSET_BITS}))
+        ctl_q = Signal(
+            data.StructLayout(
+                {
+                    "first": 1,
+                    "last": 1,
+                    "sub": 1,
+                    "mask": Mask,
+                    "row0": OFFSET_BITS,
+                    "col0": OFFSET_BITS,
+                }
+            )
+        )
         sub = Signal()
         mask = Signal(Mask)
         for n, ins in enumerate(instrs):
@@ -336,9 +346,8 @@ class Scheduler:
                 heads.eq(self.heads),
                 waiting.eq(1),
             ]
-        with m.Elif(waiting):
-            with m.If(idle):
-                m.d.sync += waiting.eq(0)
+        with m.Elif(waiting), m.If(idle):
+            m.d.sync += waiting.eq(0)
         with m.Elif(issue):
             with m.If(~last):
                 m.d.sync += k.eq(k + 1)
@@ -348,9 +357,19 @@ class Scheduler:
                         self._advance(m, ins, i0, j0, row, term, k, mrows, next_instr, waiting)
         m.d.comb += self.done.eq(draining & idle)
         # for testbenches and waveforms
-        self.probe = {"pc": pc, "head": head, "running": running, "waiting": waiting,
-                      "draining": draining, "outstanding": outstanding, "i0": i0, "j0": j0,
-                      "k": k, "row": row, "term": term}
+        self.probe = {
+            "pc": pc,
+            "head": head,
+            "running": running,
+            "waiting": waiting,
+            "draining": draining,
+            "outstanding": outstanding,
+            "i0": i0,
+            "j0": j0,
+            "k": k,
+            "row": row,
+            "term": term,
+        }
         with m.If(self.done):
             m.d.sync += draining.eq(0)
 
@@ -467,7 +486,11 @@ class Scheduler:
         ]
 
         # stage 2: the exact sum at the instruction's fractional bits
-        s2 = Signal(data.StructLayout({"sum": data.ArrayLayout(signed(wide), Cc), "beta": signed(cfg.fmt_beta.width)}))
+        s2 = Signal(
+            data.StructLayout(
+                {"sum": data.ArrayLayout(signed(wide), Cc), "beta": signed(cfg.fmt_beta.width)}
+            )
+        )
         s2_meta = Signal.like(s1)
         m.d.sync += [s2_meta.eq(s1), s2.beta.eq(self.beta.data)]
         for n, ins in enumerate(instrs):
@@ -489,7 +512,9 @@ class Scheduler:
         groups = {}
         for n, ins in enumerate(instrs):
             groups.setdefault((ins.fmt, ins.top_frac), []).append(n)
-        s3_raw = Signal(data.ArrayLayout(signed(max(getattr(cfg, ins.fmt).width for ins in instrs) + 1), Cc))
+        s3_raw = Signal(
+            data.ArrayLayout(signed(max(getattr(cfg, ins.fmt).width for ins in instrs) + 1), Cc)
+        )
         s3_over = Signal(Cc)
         s3_meta = Signal.like(s1)
         s3_beta = Signal.like(s2.beta)

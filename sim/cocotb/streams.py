@@ -7,7 +7,8 @@ bounded so that a stuck handshake fails instead of hanging.
 
 from __future__ import annotations
 
-from cocotb.triggers import RisingEdge
+from cocotb.triggers import First, RisingEdge, Timer
+from cocotb.utils import get_sim_time
 
 __all__ = ["StreamDriver", "StreamMonitor", "check_reads", "reset", "write_then_read"]
 
@@ -26,9 +27,34 @@ class _Port:
         self.valid = getattr(dut, f"{name}__valid")
         self.ready = getattr(dut, f"{name}__ready")
         self.rng, self.stall_p, self.max_wait = rng, stall_p, max_wait
+        self.period_ns = 10  # the testbenches' clock
+        self.first_time = self.last_time = None  # of the handshakes (ns)
 
     def _pause(self) -> int:
         return int(self.rng.integers(1, 5)) if self.rng.random() < self.stall_p else 0
+
+    async def _handshake(self, other, what):
+        """Wait for the clock edge where ``other`` (the far side's valid or ready) is high.
+
+        Long waits sleep on ``other``'s rising edge instead of on every clock (the core computes
+        for thousands of cycles between bursts); ``last_time`` is the handshake's time in ns.
+        """
+        clk = self.dut.clk
+        start = get_sim_time("ns")
+        while True:
+            await RisingEdge(clk)
+            if int(other.value):
+                break
+            waited = get_sim_time("ns") - start
+            if waited > self.max_wait * self.period_ns:
+                raise AssertionError(f"{self.name}: {what} in {self.max_wait} cycles")
+            # sleep until the far side raises its signal, then take the next clock edge
+            await First(RisingEdge(other), Timer(self.max_wait * self.period_ns, "ns"))
+            if not int(other.value):
+                continue
+        self.last_time = get_sim_time("ns")
+        if self.first_time is None:
+            self.first_time = self.last_time
 
 
 class StreamDriver(_Port):
@@ -45,12 +71,7 @@ class StreamDriver(_Port):
                 await RisingEdge(self.dut.clk)
             self.payload.value = self.layout.const(beat).as_bits()
             self.valid.value = 1
-            for _ in range(self.max_wait):
-                await RisingEdge(self.dut.clk)
-                if int(self.ready.value):
-                    break
-            else:
-                raise AssertionError(f"{self.name}: beat not accepted in {self.max_wait} cycles")
+            await self._handshake(self.ready, "beat not accepted")
         self.valid.value = 0
 
 
@@ -68,13 +89,8 @@ class StreamMonitor(_Port):
                 self.ready.value = 0
                 await RisingEdge(self.dut.clk)
             self.ready.value = 1
-            for _ in range(self.max_wait):
-                await RisingEdge(self.dut.clk)
-                if int(self.valid.value):
-                    beats.append(self.layout.from_bits(int(self.payload.value)))
-                    break
-            else:
-                raise AssertionError(f"{self.name}: no beat in {self.max_wait} cycles")
+            await self._handshake(self.valid, "no beat")
+            beats.append(self.layout.from_bits(int(self.payload.value)))
         self.ready.value = 0
         return beats
 
