@@ -14,7 +14,7 @@ from pathlib import Path
 from .cycle_model import figures, predict_run
 from .runner import run_cocotb, write_verilog
 
-__all__ = ["run_core", "sequence"]
+__all__ = ["run_core", "run_core_errors", "sequence"]
 
 
 def sequence(tokens, *, heads, seed=0, mode="chunk", state="zero", hazard=None) -> dict:
@@ -39,39 +39,22 @@ def run_core(
     waves=None,
 ) -> list[dict]:
     """Simulate ``sequences`` back to back on one core; every record gets the model's figures."""
-    from ..hw.core import DeltaNetCore
-
     for seq in sequences:
         if not 1 <= seq["tokens"] <= cfg.max_tokens:
             raise ValueError(f"tokens must be in [1, {cfg.max_tokens}], not {seq['tokens']}")
         if not 1 <= seq["heads"] <= cfg.heads:
             raise ValueError(f"heads must be in [1, {cfg.heads}], not {seq['heads']}")
-    build_dir = Path(build_dir)
-    verilog = write_verilog(DeltaNetCore(cfg), "deltanet_core", build_dir / "core.v", cfg)
-    results = build_dir / "core_results.json"
+    results = Path(build_dir) / "core_results.json"
+    params = {"sequences": list(sequences), "stall_p": stall_p, "results": str(results)}
     t0 = time.perf_counter()
-    run_cocotb(
-        verilog=verilog,
-        toplevel="deltanet_core",
-        module="deltanet_hw.sim.cocotb.tb_core",
-        simulator=simulator,
-        build_dir=build_dir / simulator,
-        params={
-            "config_json": str(verilog.with_suffix(".json")),
-            "sequences": list(sequences),
-            "stall_p": stall_p,
-            "results": str(results),
-        },
-        waves=waves,
-        timeout_s=None,
-    )
+    _simulate(cfg, "tb_core", params, simulator, build_dir, waves)
     wall = time.perf_counter() - t0
     records = json.loads(results.read_text())
     for rec in records:
         pred = predict_run(cfg, rec["tokens"], rec["heads"], rec["mode"])
         rec["predicted_cycles"] = pred["cycles"]
         rec["predicted_op_cycles"] = pred["op_cycles"]
-        rec.update(figures(cfg, rec["tokens"], rec["heads"], rec["cycles"]))
+        rec.update(figures(cfg, rec["tokens"], rec["heads"], rec["cycles"], rec["mode"]))
         rec["simulator"] = simulator
         rec["stall_p"] = stall_p
     total = sum(r["cycles"] for r in records)
@@ -79,3 +62,24 @@ def run_core(
         rec["wall_s"] = wall
         rec["sim_cycles_per_s"] = total / wall if wall else None
     return records
+
+
+def run_core_errors(cfg, *, simulator="icarus", build_dir, waves=None) -> None:
+    """The boundary-error test (sim/cocotb/tb_core_errors.py); raises if a check fails."""
+    _simulate(cfg, "tb_core_errors", {}, simulator, build_dir, waves)
+
+
+def _simulate(cfg, bench, params, simulator, build_dir, waves):
+    from ..hw.core import DeltaNetCore
+
+    build_dir = Path(build_dir)
+    verilog = write_verilog(DeltaNetCore(cfg), "deltanet_core", build_dir / "core.v", cfg)
+    run_cocotb(
+        verilog=verilog,
+        toplevel="deltanet_core",
+        module=f"deltanet_hw.sim.cocotb.{bench}",
+        simulator=simulator,
+        build_dir=build_dir / simulator,
+        params={"config_json": str(verilog.with_suffix(".json")), **params},
+        waves=waves,
+    )
