@@ -124,7 +124,7 @@ class DeltaNetCore(wiring.Component):
             ("U", cfg.d_v),
             ("Vn", cfg.d_v),
         ):
-            bufs[name] = ChunkBuffer(C, cols, L, width(name))
+            bufs[name] = ChunkBuffer(H * C, cols, L, width(name))  # one region per head
         bufs["O"] = ChunkBuffer(2 * H * C, cfg.d_v, L, width("O"))
         bufs["S"] = StateSram.from_config(cfg)
         for name, buf in bufs.items():

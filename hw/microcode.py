@@ -16,7 +16,8 @@ Where the program's row scalings go (same roundings, no extra pass):
 Buffers (ChunkBuffer instances, lanes = array columns): the loader fills ``Q``, ``K``, ``Kt`` (a
 second copy of K for B-side reads while ``K`` feeds the A side), ``Kb``, ``Vb`` and ``beta`` for
 every head of a chunk, in one of two halves (the next chunk loads while this one computes);
-``A``, ``T``, ``W``, ``U``, ``QK``, ``Vn`` hold one head's intermediates; ``O`` (two halves) is
+``A``, ``T``, ``W``, ``U``, ``QK``, ``Vn`` hold the intermediates (one region per head: each
+instruction runs for every head before the next starts); ``O`` (two halves) is
 read by the output streamer; ``S`` is the state SRAM.
 
 Tiles: an instruction's output (``rows_dim`` x ``cols_dim``) is cut into R x C tiles (i0, j0) in
@@ -249,33 +250,28 @@ def _reads(ins: Instr) -> set[str]:
 def _with_waits(instrs: list[Instr]) -> list[Instr]:
     """Set ``wait`` where an instruction reads what an unfinished one writes (or shares a port).
 
-    Computed over two heads in a row, so the first instruction of a head also sees the last ones
-    of the head before; the solve always waits (it reads the A rows just written).
+    Each instruction runs for every head before the next starts; a chunk starts when the last
+    one's writes have landed. The solve always waits (it reads the A rows just written).
     """
     from dataclasses import replace
 
-    twice = instrs + instrs
     pending_writes: set[str] = set()
     pending_adds: set[str] = set()
     out = []
-    for n, ins in enumerate(twice):
+    for ins in instrs:
         fetched = {s.a.buf for s in ins.steps} | {s.b.buf for s in ins.steps}
-        hazard = (
+        hazard = bool(
             ins.solve
             or _reads(ins) & pending_writes
             or fetched & pending_adds
             or (ins.add and ins.add in pending_adds)
-            or (ins.dest in pending_writes and ins.dest in _reads(ins))
         )
         if hazard:
             pending_writes, pending_adds = set(), set()
         pending_writes.add(ins.dest)
         if ins.add:
             pending_adds.add(ins.add)
-        if ins.solve:  # its last row's writes finish before the next instruction reads T
-            pending_writes = {ins.dest}
-        if n >= len(instrs):
-            out.append(replace(ins, wait=bool(hazard)))
+        out.append(replace(ins, wait=hazard))
     return out
 
 
@@ -283,25 +279,28 @@ def dim_value(cfg, dim: str, m: int) -> int:
     return {"m": m, "dk": cfg.d_k, "dv": cfg.d_v}[dim]
 
 
-def tiles(cfg, ins: Instr, m: int):
-    """The array tiles of ``ins`` on a chunk of ``m`` rows, in issue order.
+def tiles(cfg, ins: Instr, m: int, heads: int = 1):
+    """The array tiles of ``ins`` on a chunk of ``m`` rows and ``heads`` heads, in issue order.
 
-    Yields ``(i0, j0, row, term, k_lo, k_hi)``: ``row`` is the solve's row (else None); after the
-    last tile of a solve row the scheduler waits for its writes.
+    Yields ``(head, i0, j0, row, term, k_lo, k_hi)``: ``row`` is the solve's row (else None). A
+    product runs head by head; the solve row by row, each row for every head, and after a row's
+    last tile the scheduler waits for its writes.
     """
     R, C = cfg.array_rows, cfg.array_cols
     rows, cols = dim_value(cfg, ins.rows_dim, m), dim_value(cfg, ins.cols_dim, m)
     if ins.solve:
         for i in range(m):
             i0 = i - i % R
-            for j0 in range(0, i + 1, C):
-                yield i0, j0, i, 0, j0, max(i, j0 + 1)
+            for h in range(heads):
+                for j0 in range(0, i + 1, C):
+                    yield h, i0, j0, i, 0, j0, max(i, j0 + 1)
         return
-    for i0 in range(0, rows, R):
-        for j0 in range(0, cols, C):
-            if ins.skip_upper and j0 >= i0 + R:
-                continue
-            for t, step in enumerate(ins.steps):
-                n = dim_value(cfg, step.k_dim, m)
-                hi = min(i0 + R, n) if step.a_lower else n
-                yield i0, j0, None, t, 0, hi
+    for h in range(heads):
+        for i0 in range(0, rows, R):
+            for j0 in range(0, cols, C):
+                if ins.skip_upper and j0 >= i0 + R:
+                    continue
+                for t, step in enumerate(ins.steps):
+                    n = dim_value(cfg, step.k_dim, m)
+                    hi = min(i0 + R, n) if step.a_lower else n
+                    yield h, i0, j0, None, t, 0, hi

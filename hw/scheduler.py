@@ -2,8 +2,9 @@
 
 Three parts, elaborated into the core's module by :class:`Scheduler`:
 
-* **sequencer and fetch**: walks the instructions of each head (``pc``) and their tiles (i0, j0,
-  term, k; the solve also row i) exactly as :func:`~deltanet_hw.hw.microcode.tiles` lists them;
+* **sequencer and fetch**: walks the instructions (``pc``), each for every head, and their tiles
+  (i0, j0, term, k; the solve row by row, each row for every head) exactly as
+  :func:`~deltanet_hw.hw.microcode.tiles` lists them;
   each cycle it may issue one step: a read of the A operand and of the B operand from their
   buffers. One cycle later both words enter a small step FIFO that feeds the array (credits keep
   the FIFO from overflowing, so the buffers never wait). An instruction marked ``wait`` (and each
@@ -103,7 +104,7 @@ class Scheduler:
         cfg = self.cfg
         if name in CHUNK_INPUTS or name == "O":
             return (half * cfg.heads + head) * cfg.chunk_size
-        return 0
+        return head * cfg.chunk_size  # one head's intermediates
 
     def _dim(self, dim, m):
         return {"m": m, "dk": self.cfg.d_k, "dv": self.cfg.d_v}[dim]
@@ -317,19 +318,18 @@ class Scheduler:
                 m.d.sync += counter.eq(counter + 1)
 
         def next_instr():
-            """Counters for the next instruction (or head, or the end of the chunk)."""
+            """Counters for the next head of the instruction, or the next instruction."""
             m.d.sync += [i0.eq(0), j0.eq(0), k.eq(0), term.eq(0), row.eq(0)]
-            for n in range(len(instrs)):
-                with m.If(pc == n):
-                    if n in self.exit:
-                        entry = self.entry[self.exit.index(n)]
-                        m.d.sync += pc.eq(entry)
-                        with m.If(head + 1 == heads):
+            with m.If(head + 1 < heads):
+                m.d.sync += head.eq(head + 1)
+            with m.Else():
+                m.d.sync += head.eq(0)
+                for n in range(len(instrs)):
+                    with m.If(pc == n):
+                        if n in self.exit:
                             m.d.sync += [running.eq(0), draining.eq(1)]
-                        with m.Else():
-                            m.d.sync += [head.eq(head + 1), waiting.eq(instrs[entry].wait)]
-                    else:
-                        m.d.sync += [pc.eq(n + 1), waiting.eq(instrs[n + 1].wait)]
+                        else:
+                            m.d.sync += [pc.eq(n + 1), waiting.eq(instrs[n + 1].wait)]
 
         with m.If(self.start):
             m.d.sync += [
@@ -354,7 +354,9 @@ class Scheduler:
             with m.Else():
                 for n, ins in enumerate(instrs):
                     with m.If(pc == n):
-                        self._advance(m, ins, i0, j0, row, term, k, mrows, next_instr, waiting)
+                        self._advance(
+                            m, ins, i0, j0, row, term, k, head, heads, mrows, next_instr, waiting
+                        )
         m.d.comb += self.done.eq(draining & idle)
         # for testbenches and waveforms
         self.probe = {
@@ -375,17 +377,20 @@ class Scheduler:
 
         self._epilogue(m, ctx_fifo, ctx_layout, tile_written)
 
-    def _advance(self, m, ins, i0, j0, row, term, k, mrows, next_instr, waiting):
-        """After the last step of a tile of ``ins``: the next tile (or instruction)."""
+    def _advance(self, m, ins, i0, j0, row, term, k, head, heads, mrows, next_instr, waiting):
+        """After the last step of a tile of ``ins``: the next tile (or head, or instruction)."""
         R, Cc = self.cfg.array_rows, self.cfg.array_cols
-        if ins.solve:
+        if ins.solve:  # row by row; each row for every head, then wait for the writes
             with m.If(j0 + Cc <= row):
                 m.d.sync += [j0.eq(j0 + Cc), k.eq(j0 + Cc)]
+            with m.Elif(head + 1 < heads):
+                m.d.sync += [head.eq(head + 1), j0.eq(0), k.eq(0)]
             with m.Elif(row + 1 == mrows):
                 next_instr()
             with m.Else():
                 nxt = row + 1
                 m.d.sync += [
+                    head.eq(0),
                     row.eq(nxt),
                     i0.eq(nxt - nxt[: (R - 1).bit_length()] if R > 1 else nxt),
                     j0.eq(0),

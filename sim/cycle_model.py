@@ -80,24 +80,22 @@ def predict_chunk(cfg, m: int, heads: int, mode: str) -> tuple[int, dict]:
     last_step = -(10**9)  # array cycle of the previous tile's last step
     written = 0  # cycle the latest issued tile is written
     per_op: dict[str, int] = {}
-    for _ in range(heads):
-        for ins in instrs:
-            begin = t
-            if ins.wait:
+    for ins in instrs:
+        begin = t
+        if ins.wait:
+            t = max(t, written + RESTART)
+        prev_row = None
+        for _h, _i0, _j0, row, _term, k_lo, k_hi in tiles(cfg, ins, m, heads):
+            if ins.solve and prev_row is not None and row != prev_row:
                 t = max(t, written + RESTART)
-            prev_row = None
-            for _i0, _j0, row, _term, k_lo, k_hi in tiles(cfg, ins, m):
-                if ins.solve and prev_row is not None and row != prev_row:
-                    t = max(t, written + RESTART)
-                prev_row = row
-                steps = k_hi - k_lo
-                # array cycle of the last step: steps back to back, but not before the drain
-                arrive = t + FETCH_LATENCY + steps - 1
-                last = max(arrive, last_step + arr.min_tile_steps)
-                t = last - FETCH_LATENCY + 1
-                last_step = last
-                written = last + lat
-            per_op[ins.name] = per_op.get(ins.name, 0) + t - begin
+            prev_row = row
+            # array cycle of the last step: steps back to back, but not before the drain
+            arrive = t + FETCH_LATENCY + k_hi - k_lo - 1
+            last = max(arrive, last_step + arr.min_tile_steps)
+            t = last - FETCH_LATENCY + 1
+            last_step = last
+            written = last + lat
+        per_op[ins.name] = per_op.get(ins.name, 0) + t - begin
     end = written + 1
     return end, per_op
 

@@ -67,7 +67,7 @@ def test_solve_tiles_read_only_written_rows():
     solve = next(i for i in core_program(cfg, "chunk") if i.solve)
     for m in (1, 5, 16):
         rows = {}
-        for _i0, j0, row, _t, lo, hi in tiles(cfg, solve, m):
+        for _h, _i0, j0, row, _t, lo, hi in tiles(cfg, solve, m):
             assert lo == j0 and hi > lo
             assert hi <= max(row, j0 + 1)
             rows.setdefault(row, []).append(j0)
