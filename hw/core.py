@@ -119,6 +119,7 @@ class DeltaNetCore(wiring.Component):
         for name, cols in (
             ("A", C),
             ("T", C),
+            ("Ts", C),
             ("QK", C),
             ("W", cfg.d_k),
             ("U", cfg.d_v),
@@ -173,7 +174,7 @@ class DeltaNetCore(wiring.Component):
             ):
                 with m.Case(REGISTERS[name]):
                     m.d.comb += csr.r_data.eq(value)
-            for n, counter in enumerate(sched.busy_cycles):
+            for n, counter in enumerate(sched.counters):
                 with m.Case(REGISTERS["OP_CYCLES"] + n):
                     m.d.comb += csr.r_data.eq(counter)
 

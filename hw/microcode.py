@@ -27,7 +27,9 @@ row-major order; each term of the instruction is one array tile of k steps. Step
 * a masked (lower or strict lower) product skips the tiles with j0 >= i0 + R (all zero; no reader
   ever reads them);
 * the solve computes row i of T from rows k < i, tile by tile (j0 <= i), with k from j0 (T is
-  lower triangular), and waits for row i to be written before row i + 1 starts.
+  lower triangular), and waits for row i to be written before row i + 1 starts. It runs on the
+  solver's own 1 x C row (hw/solver.py) beside the array; the array's instructions that read
+  ``T`` wait, head by head, for the solver's rows (``reads_t``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ BUFFER_FORMATS = {
     "Vb": "fmt_v",
     "A": "fmt_a",
     "T": "fmt_t",
+    "Ts": "fmt_t",
     "W": "fmt_w",
     "U": "fmt_u",
     "QK": "fmt_attn",
@@ -112,6 +115,11 @@ class Instr:
     @property
     def skip_upper(self) -> bool:
         return self.mask != "full"
+
+    @property
+    def reads_t(self) -> bool:
+        """Reads the solver's result (waits for it head by head)."""
+        return any(s.a.buf == "T" or s.b.buf == "T" for s in self.steps) and not self.solve
 
 
 def check_core_config(cfg) -> None:
@@ -239,7 +247,22 @@ def core_program(cfg, mode: str) -> tuple[Instr, ...]:
             continue  # loader (Kb, Vb) or fused (A)
         else:
             raise ValueError(f"the core cannot run {type(op).__name__} operations")
+    # Q K^T needs neither T nor W: it runs while the solver (hw/solver.py) computes T
+    qk = next((n for n, i in enumerate(instrs) if i.name == "QK"), None)
+    solve = next((n for n, i in enumerate(instrs) if i.solve), None)
+    if qk is not None and solve is not None:
+        instrs.insert(solve + 1, instrs.pop(qk))
     return tuple(_with_waits(instrs))
+
+
+def op_counter_names(cfg) -> tuple[str, ...]:
+    """Names of the core's per-instruction cycle counters, in register order (OP_CYCLES + n)."""
+    chunk, decode = core_program(cfg, "chunk"), core_program(cfg, "recurrent")
+    return tuple(
+        [i.name for i in chunk if not i.solve]
+        + [i.name for i in chunk if i.solve]
+        + ["dec_" + i.name for i in decode]
+    )
 
 
 def _reads(ins: Instr) -> set[str]:
@@ -259,6 +282,9 @@ def _with_waits(instrs: list[Instr]) -> list[Instr]:
     pending_adds: set[str] = set()
     out = []
     for ins in instrs:
+        if ins.solve:  # the solver runs beside the array; W and U wait for its rows per head
+            out.append(replace(ins, wait=True))
+            continue
         fetched = {s.a.buf for s in ins.steps} | {s.b.buf for s in ins.steps}
         hazard = bool(
             ins.solve
@@ -282,18 +308,16 @@ def dim_value(cfg, dim: str, m: int) -> int:
 def tiles(cfg, ins: Instr, m: int, heads: int = 1):
     """The array tiles of ``ins`` on a chunk of ``m`` rows and ``heads`` heads, in issue order.
 
-    Yields ``(head, i0, j0, row, term, k_lo, k_hi)``: ``row`` is the solve's row (else None). A
-    product runs head by head; the solve row by row, each row for every head, and after a row's
-    last tile the scheduler waits for its writes.
+    Yields ``(head, i0, j0, row, term, k_lo, k_hi)``: ``row`` is the solve's row (else None).
+    Both run head by head; after a solve row's last tile the solver waits for its writes.
     """
     R, C = cfg.array_rows, cfg.array_cols
     rows, cols = dim_value(cfg, ins.rows_dim, m), dim_value(cfg, ins.cols_dim, m)
     if ins.solve:
-        for i in range(m):
-            i0 = i - i % R
-            for h in range(heads):
+        for h in range(heads):
+            for i in range(m):
                 for j0 in range(0, i + 1, C):
-                    yield h, i0, j0, i, 0, j0, max(i, j0 + 1)
+                    yield h, i - i % R, j0, i, 0, j0, max(i, j0 + 1)
         return
     for h in range(heads):
         for i0 in range(0, rows, R):

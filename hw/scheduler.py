@@ -2,17 +2,18 @@
 
 Three parts, elaborated into the core's module by :class:`Scheduler`:
 
-* **sequencer and fetch**: walks the instructions (``pc``), each for every head, and their tiles
-  (i0, j0, term, k; the solve row by row, each row for every head) exactly as
-  :func:`~deltanet_hw.hw.microcode.tiles` lists them;
+* **sequencer and fetch**: walks the array's instructions (``pc``), each for every head, and
+  their tiles (i0, j0, term, k) exactly as :func:`~deltanet_hw.hw.microcode.tiles` lists them
+  (the solve runs on the solver, hw/solver.py, beside the array);
   each cycle it may issue one step: a read of the A operand and of the B operand from their
   buffers. One cycle later both words enter a small step FIFO that feeds the array (credits keep
-  the FIFO from overflowing, so the buffers never wait). An instruction marked ``wait`` (and each
-  solve row) starts only when every tile issued before it has been written.
+  the FIFO from overflowing, so the buffers never wait). An instruction marked ``wait`` starts
+  only when every tile issued before it has been written; one that reads T also waits, head by
+  head, for the solver.
 * **MAC array** (hw/mac_array.py), with the tile's mask and position on its last step.
 * **epilogue**: a fixed five-stage pipeline on the drained rows (never stalls): a first term's
   rows wait in a partial-sum FIFO for the second term; the addend (U, Vb or S) is read; the terms
-  are aligned to the exact sum's fractional bits and added (the solve adds the identity); the sum
+  are aligned to the exact sum's fractional bits and added; the sum
   is rounded into the instruction's format; the fused row scale (A = beta KK) multiplies by the
   row's beta and rounds again; the row segment is written (rows and columns outside the result
   are dropped). Every rounding that saturates sets the sticky ``saturated``.
@@ -29,12 +30,12 @@ from .chunk_buffer import ReadMode
 from .fixed import requantize
 from .mac_array import OFFSET_BITS, MacArray, Mask
 from .microcode import CHUNK_INPUTS, core_program
+from .solver import Solver
 
 __all__ = ["PortMux", "Scheduler"]
 
 STEP_FIFO_DEPTH = 4
 CTX_FIFO_DEPTH = 16
-MODES = {"col": ReadMode.COLUMN, "row": ReadMode.ROW, "diag": ReadMode.DIAG}
 MASKS = {"full": Mask.FULL, "lower": Mask.LOWER, "strict_lower": Mask.STRICT_LOWER}
 
 
@@ -82,9 +83,12 @@ class Scheduler:
     def __init__(self, cfg, buffers, beta, reads, writes):
         self.cfg = cfg
         chunk, decode = core_program(cfg, "chunk"), core_program(cfg, "recurrent")
+        solve = next(i for i in chunk if i.solve)
+        chunk = tuple(i for i in chunk if not i.solve)  # the array's instructions
         self.instrs = chunk + decode
         self.entry = (0, len(chunk))  # first instruction of each mode
         self.exit = (len(chunk) - 1, len(self.instrs) - 1)
+        self.solver = Solver(cfg, solve, buffers, reads, writes)
         self.buffers, self.beta, self.reads, self.writes = buffers, beta, reads, writes
         self.array = MacArray.from_config(cfg)
         C = cfg.chunk_size
@@ -97,6 +101,9 @@ class Scheduler:
         self.saturated = Signal()
         self.clear = Signal()
         self.busy_cycles = [Signal(32, name=f"cycles_{ins.name}") for ins in self.instrs]
+        # every counter in the order of microcode.op_counter_names
+        n = len(chunk)
+        self.counters = [*self.busy_cycles[:n], self.solver.busy_cycles, *self.busy_cycles[n:]]
 
     # ------------------------------------------------------------------ helpers
     def _base(self, name, half, head):
@@ -122,17 +129,17 @@ class Scheduler:
         head = Signal(range(cfg.heads))
         i0 = Signal(range(kmax + R))
         j0 = Signal(range(kmax + Cc))
-        row = Signal(range(cfg.chunk_size + 1))
         term = Signal()
         k = Signal(range(kmax + 1))
         k_hi = Signal(range(kmax + 1))
         running = Signal()  # a chunk is being issued
         draining = Signal()  # every step issued; waiting for the last writes
-        waiting = Signal()  # the current instruction (or solve row) waits for the writes
+        waiting = Signal()  # the current instruction waits for the writes before it
         outstanding = Signal(range(CTX_FIFO_DEPTH + 8))
         tile_issued = Signal()
         tile_written = Signal()
         m.d.sync += outstanding.eq(outstanding + tile_issued - tile_written)
+        head_end = Signal()
         idle = Signal()
         m.d.comb += idle.eq((outstanding == 0) & ~tile_issued)
         mrows = Signal.like(self.rows)
@@ -157,10 +164,10 @@ class Scheduler:
                 "term": 1,
                 "i0": range(kmax + R),
                 "j0": range(kmax + Cc),
-                "row": range(cfg.chunk_size + 1),
                 "head": range(cfg.heads),
                 "half": 1,
                 "m": range(cfg.chunk_size + 1),
+                "head_end": 1,  # the last tile of the instruction for this head
             }
         )
         m.submodules.step_fifo = step_fifo = SyncFIFOBuffered(
@@ -174,23 +181,28 @@ class Scheduler:
         with m.Switch(pc):
             for n, ins in enumerate(instrs):
                 with m.Case(n):
-                    if ins.solve:
-                        m.d.comb += k_hi.eq(Mux(row > j0, row, j0 + 1))
-                    else:
-                        for t, st in enumerate(ins.steps):
-                            with m.If(term == t):
-                                n_k = self._dim(st.k_dim, mrows)
-                                if st.a_lower:
-                                    m.d.comb += k_hi.eq(Mux(i0 + R < n_k, i0 + R, n_k))
-                                else:
-                                    m.d.comb += k_hi.eq(n_k)
+                    for t, st in enumerate(ins.steps):
+                        with m.If(term == t):
+                            n_k = self._dim(st.k_dim, mrows)
+                            if st.a_lower:
+                                m.d.comb += k_hi.eq(Mux(i0 + R < n_k, i0 + R, n_k))
+                            else:
+                                m.d.comb += k_hi.eq(n_k)
 
         in_flight = Signal(range(STEP_FIFO_DEPTH + 2))  # reads issued, not yet in the FIFO
         issued_q = Signal()
         m.d.comb += in_flight.eq(step_fifo.level + issued_q)
+        # instructions that read T wait, head by head, for the solver's rows
+        solver = self.solver
+        solver.elaborate(m)
+        blocked = Signal()
+        for n, ins in enumerate(instrs):
+            if ins.reads_t:
+                with m.If(pc == n):
+                    m.d.comb += blocked.eq(solver.t_done <= head)
         can_issue = Signal()
         m.d.comb += can_issue.eq(
-            running & ~waiting & (in_flight < STEP_FIFO_DEPTH) & ctx_fifo.w_rdy
+            running & ~waiting & ~blocked & (in_flight < STEP_FIFO_DEPTH) & ctx_fifo.w_rdy
         )
         issue = Signal()
         m.d.comb += issue.eq(can_issue)
@@ -206,12 +218,6 @@ class Scheduler:
                 a_cmd = {
                     "col": {"mode": ReadMode.COLUMN, "i": a_base + i0, "j": k},
                     "row": {"mode": ReadMode.ROW, "i": a_base + k, "j": i0},
-                    "diag": {
-                        "mode": ReadMode.DIAG,
-                        "i": a_base + i0,
-                        "j": k,
-                        "lane": row - i0,
-                    },
                 }[st.a.mode]
                 self.reads.add(self.buffers[st.a.buf].rd_cmd, cond, a_cmd)
                 b_base = self._base(st.b.buf, half, head)
@@ -249,14 +255,8 @@ class Scheduler:
                 for t, st in enumerate(ins.steps):
                     with m.If(term == t):
                         m.d.comb += sub.eq(st.sign < 0)
-        first = Signal()
-        m.d.comb += first.eq(k == 0)
-        for n, ins in enumerate(instrs):
-            if ins.solve:
-                with m.If(pc == n):
-                    m.d.comb += first.eq(k == j0)
         m.d.sync += [
-            ctl_q.first.eq(first),
+            ctl_q.first.eq(k == 0),
             ctl_q.last.eq(last),
             ctl_q.sub.eq(sub),
             ctl_q.mask.eq(mask),
@@ -302,10 +302,10 @@ class Scheduler:
             ctx_w.term.eq(term),
             ctx_w.i0.eq(i0),
             ctx_w.j0.eq(j0),
-            ctx_w.row.eq(row),
             ctx_w.head.eq(head),
             ctx_w.half.eq(half),
             ctx_w.m.eq(mrows),
+            ctx_w.head_end.eq(head_end),
             ctx_fifo.w_data.eq(ctx_w),
             ctx_fifo.w_en.eq(tile_issued),
         ]
@@ -319,7 +319,8 @@ class Scheduler:
 
         def next_instr():
             """Counters for the next head of the instruction, or the next instruction."""
-            m.d.sync += [i0.eq(0), j0.eq(0), k.eq(0), term.eq(0), row.eq(0)]
+            m.d.comb += head_end.eq(1)
+            m.d.sync += [i0.eq(0), j0.eq(0), k.eq(0), term.eq(0)]
             with m.If(head + 1 < heads):
                 m.d.sync += head.eq(head + 1)
             with m.Else():
@@ -340,7 +341,6 @@ class Scheduler:
                 j0.eq(0),
                 k.eq(0),
                 term.eq(0),
-                row.eq(0),
                 mrows.eq(self.rows),
                 half.eq(self.half),
                 heads.eq(self.heads),
@@ -354,9 +354,7 @@ class Scheduler:
             with m.Else():
                 for n, ins in enumerate(instrs):
                     with m.If(pc == n):
-                        self._advance(
-                            m, ins, i0, j0, row, term, k, head, heads, mrows, next_instr, waiting
-                        )
+                        self._advance(m, ins, i0, j0, term, k, mrows, next_instr)
         m.d.comb += self.done.eq(draining & idle)
         # for testbenches and waveforms
         self.probe = {
@@ -369,35 +367,24 @@ class Scheduler:
             "i0": i0,
             "j0": j0,
             "k": k,
-            "row": row,
             "term": term,
         }
         with m.If(self.done):
             m.d.sync += draining.eq(0)
 
         self._epilogue(m, ctx_fifo, ctx_layout, tile_written)
+        m.d.comb += [
+            solver.start.eq(self.start & ~self.mode),
+            solver.rows.eq(self.rows),
+            solver.heads.eq(self.heads),
+            solver.clear.eq(self.clear),
+        ]
+        with m.If(solver.saturated):
+            m.d.sync += self.saturated.eq(1)
 
-    def _advance(self, m, ins, i0, j0, row, term, k, head, heads, mrows, next_instr, waiting):
+    def _advance(self, m, ins, i0, j0, term, k, mrows, next_instr):
         """After the last step of a tile of ``ins``: the next tile (or head, or instruction)."""
         R, Cc = self.cfg.array_rows, self.cfg.array_cols
-        if ins.solve:  # row by row; each row for every head, then wait for the writes
-            with m.If(j0 + Cc <= row):
-                m.d.sync += [j0.eq(j0 + Cc), k.eq(j0 + Cc)]
-            with m.Elif(head + 1 < heads):
-                m.d.sync += [head.eq(head + 1), j0.eq(0), k.eq(0)]
-            with m.Elif(row + 1 == mrows):
-                next_instr()
-            with m.Else():
-                nxt = row + 1
-                m.d.sync += [
-                    head.eq(0),
-                    row.eq(nxt),
-                    i0.eq(nxt - nxt[: (R - 1).bit_length()] if R > 1 else nxt),
-                    j0.eq(0),
-                    k.eq(0),
-                    waiting.eq(1),
-                ]
-            return
         rows = self._dim(ins.rows_dim, mrows)
         cols = self._dim(ins.cols_dim, mrows)
         nj = j0 + Cc
@@ -452,11 +439,11 @@ class Scheduler:
                     "tile_end": 1,
                     "pc": range(len(instrs)),
                     "row": range(max(cfg.d_k, cfg.chunk_size) + R),
-                    "solve_row": range(cfg.chunk_size + 1),
                     "j0": ctx_layout["j0"].shape,
                     "head": range(cfg.heads),
                     "half": 1,
                     "m": range(cfg.chunk_size + 1),
+                    "head_end": 1,
                     "value": row_layout,
                     "partial": row_layout,
                 }
@@ -468,11 +455,11 @@ class Scheduler:
             s1.tile_end.eq(c.valid & c.payload.last),
             s1.pc.eq(ctx.pc),
             s1.row.eq(out_row),
-            s1.solve_row.eq(ctx.row),
             s1.j0.eq(ctx.j0),
             s1.head.eq(ctx.head),
             s1.half.eq(ctx.half),
             s1.m.eq(ctx.m),
+            s1.head_end.eq(ctx.head_end),
             s1.value.eq(c.payload.data),
             s1.partial.eq(pfifo.r_data),
         ]
@@ -508,9 +495,6 @@ class Scheduler:
                         total = total + (s1.partial[col] << (ins.top_frac - ins.steps[0].frac))
                     if add is not None:
                         total = total + (add[col] << (ins.top_frac - ins.add_frac))
-                    if ins.solve:
-                        one = Mux(s1.j0 + col == s1.solve_row, 1 << ins.top_frac, 0)
-                        total = total + one
                     m.d.sync += s2.sum[col].eq(total)
 
         # stage 3: rounded into the instruction's format (one rounder per format and fraction)
@@ -557,8 +541,6 @@ class Scheduler:
             rows = self._dim(ins.rows_dim, s4_meta.m)
             cols = self._dim(ins.cols_dim, s4_meta.m)
             here = s4_meta.valid & (s4_meta.pc == n) & (s4_meta.row < rows)
-            if ins.solve:
-                here = here & (s4_meta.row == s4_meta.solve_row)
             lanes_in = Cat(*[s4_meta.j0 + col < cols for col in range(Cc)])
             sat.append(here & (s4_over & lanes_in).any())
             dest = self.buffers[ins.dest]
@@ -573,3 +555,9 @@ class Scheduler:
         with m.If(Cat(*sat).any()):
             m.d.sync += self.saturated.eq(1)
         m.d.comb += tile_written.eq(s4_meta.tile_end)
+        # heads whose A (the KK instruction's result) is written: the solver may start on them
+        kk = next(n for n, ins in enumerate(instrs) if ins.scale)
+        with m.If(self.start):
+            m.d.sync += self.solver.kk_done.eq(0)
+        with m.Elif(s4_meta.tile_end & s4_meta.head_end & (s4_meta.pc == kk)):
+            m.d.sync += self.solver.kk_done.eq(self.solver.kk_done + 1)

@@ -24,6 +24,8 @@ from functools import cache
 
 from ..hw.mac_array import MacArray
 from ..hw.microcode import core_program, tiles
+from ..hw.solver import EPILOGUE_STAGES as SOLVER_EPILOGUE_STAGES
+from ..hw.solver import Solver
 
 __all__ = ["figures", "minimal_macs", "predict_chunk", "predict_run"]
 
@@ -64,40 +66,79 @@ def figures(cfg, tokens: int, heads: int, cycles: int, mode: str = "chunk") -> d
     }
 
 
+class _Engine:
+    """Issue timing of one MAC array (the R x C array, or the solver's 1 x C row)."""
+
+    def __init__(self, arr, epilogue_stages):
+        self.min_tile = arr.min_tile_steps
+        self.lat = arr.latency + arr.rows + epilogue_stages  # last step -> written
+        self.t = 0  # next free issue cycle
+        self.last_step = -(10**9)  # array cycle of the previous tile's last step
+        self.written = 0  # cycle the latest tile is written
+
+    def wait_writes(self):
+        self.t = max(self.t, self.written + RESTART)
+
+    def wait_until(self, cycle):
+        self.t = max(self.t, cycle)
+
+    def tile(self, steps):
+        # the last step reaches the array after the others, but not before the previous drain
+        arrive = self.t + FETCH_LATENCY + steps - 1
+        last = max(arrive, self.last_step + self.min_tile)
+        self.t = last - FETCH_LATENCY + 1
+        self.last_step = last
+        self.written = last + self.lat
+
+
 @cache
-def _array(cfg):
+def _arrays(cfg):
     arr = MacArray.from_config(cfg)
-    arr._MustUse__silence = True  # only its timing is read (Amaranth's unused-elaboratable check)
-    return arr
+    row = Solver(cfg, next(i for i in core_program(cfg, "chunk") if i.solve), {}, None, None).array
+    for a in (arr, row):
+        a._MustUse__silence = True  # only their timing is read (Amaranth's unused check)
+    return arr, row
 
 
 def predict_chunk(cfg, m: int, heads: int, mode: str) -> tuple[int, dict]:
     """Cycles the scheduler spends on one chunk of ``m`` rows, and per instruction."""
-    arr = _array(cfg)
-    lat = arr.latency + cfg.array_rows + EPILOGUE_STAGES
+    arr, row_arr = _arrays(cfg)
+    main = _Engine(arr, EPILOGUE_STAGES)
     instrs = core_program(cfg, mode)
-    t = 0  # next free issue cycle
-    last_step = -(10**9)  # array cycle of the previous tile's last step
-    written = 0  # cycle the latest issued tile is written
     per_op: dict[str, int] = {}
+    kk_written: list[int] = []  # per head: its A rows are written
+    t_written: list[int] = []  # per head: its T rows are written
     for ins in instrs:
-        begin = t
+        if ins.solve:  # the solver's own row of multipliers, beside the array
+            solver = _Engine(row_arr, SOLVER_EPILOGUE_STAGES)
+            prev = (None, None)
+            for h, _i0, _j0, row, _term, k_lo, k_hi in tiles(cfg, ins, m, heads):
+                if (h, row) != prev and prev[0] is not None:
+                    solver.wait_writes()  # the row before is written
+                if h != prev[0]:
+                    if prev[0] is not None:
+                        t_written.append(solver.written)
+                    solver.wait_until(kk_written[h] + 1)
+                prev = (h, row)
+                solver.tile(k_hi - k_lo)
+            t_written.append(solver.written)
+            per_op[ins.name] = solver.written
+            continue
+        begin = main.t
         if ins.wait:
-            t = max(t, written + RESTART)
-        prev_row = None
-        for _h, _i0, _j0, row, _term, k_lo, k_hi in tiles(cfg, ins, m, heads):
-            if ins.solve and prev_row is not None and row != prev_row:
-                t = max(t, written + RESTART)
-            prev_row = row
-            # array cycle of the last step: steps back to back, but not before the drain
-            arrive = t + FETCH_LATENCY + k_hi - k_lo - 1
-            last = max(arrive, last_step + arr.min_tile_steps)
-            t = last - FETCH_LATENCY + 1
-            last_step = last
-            written = last + lat
-        per_op[ins.name] = per_op.get(ins.name, 0) + t - begin
-    end = written + 1
-    return end, per_op
+            main.wait_writes()
+        prev_head = None
+        for h, _i0, _j0, _row, _term, k_lo, k_hi in tiles(cfg, ins, m, heads):
+            if prev_head is not None and h != prev_head and ins.scale:
+                kk_written.append(main.written)  # the previous head's last KK tile
+            if ins.reads_t and h != prev_head:
+                main.wait_until(t_written[h] + 1)
+            prev_head = h
+            main.tile(k_hi - k_lo)
+        if ins.scale:
+            kk_written.append(main.written)
+        per_op[ins.name] = per_op.get(ins.name, 0) + main.t - begin
+    return main.written + 1, per_op
 
 
 def predict_run(cfg, tokens: int, heads: int, mode: str) -> dict:

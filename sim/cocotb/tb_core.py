@@ -18,7 +18,7 @@ from cocotb.triggers import ReadOnly, RisingEdge
 
 from deltanet_hw.config import CoreConfig
 from deltanet_hw.hw.core import CTRL_BITS, ERROR_BITS, REGISTERS, STATUS_BITS
-from deltanet_hw.hw.microcode import core_program
+from deltanet_hw.hw.microcode import op_counter_names
 from deltanet_hw.sim.cocotb.streams import StreamDriver, StreamMonitor, reset
 from deltanet_hw.sim.runner import TEST_ENV
 from deltanet_hw.sim.vectors import core_vectors
@@ -70,9 +70,7 @@ async def _run(dut, p, cfg):
     state_in = StreamDriver(dut, "state_in", word(cfg.fmt_state.width), rng, stall)
     state_out = StreamMonitor(dut, "state_out", word(cfg.fmt_state.width), rng, stall)
     await reset(dut)
-    instrs = [i.name for i in core_program(cfg, "chunk")] + [
-        "dec_" + i.name for i in core_program(cfg, "recurrent")
-    ]
+    instrs = op_counter_names(cfg)
     results = []
     bad_total = 0
     state = None

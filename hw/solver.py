@@ -1,0 +1,226 @@
+"""Triangular solver: T = (I + A)^-1 of every head of a chunk, beside the MAC array.
+
+The solve is a chain of short dependent steps: row i of T needs rows 0 .. i - 1 rounded first.
+On the R x C array each of its tiles would hold the whole array for its drain; here it runs on a
+1 x C row of multipliers of its own (a :class:`~deltanet_hw.hw.mac_array.MacArray` with one
+row) while the array computes the other instructions, so the solve's cost hides behind them.
+
+For head h (once its rows of A are written, ``kk_done > h``), row i, column tile j0 <= i:
+``T[i, j0:j0+C] = round(e_i - sum_{j0 <= k < max(i, j0 + 1)} A[i, k] T[k, j0:j0+C])``, lower
+mask (zeros above the diagonal), exactly the tiles of the solve instruction
+(:func:`~deltanet_hw.hw.microcode.tiles`). Row i + 1 starts when row i is written. T is written
+twice: ``T`` (read by the array's W = T Kb and U = T Vb) and ``Ts`` (this solver's own reads), so
+the two never share a read port. ``t_done`` counts the heads solved in this chunk.
+"""
+
+from amaranth import *
+from amaranth.lib import data
+from amaranth.lib.fifo import SyncFIFOBuffered
+
+from .chunk_buffer import ReadMode
+from .fixed import requantize
+from .mac_array import OFFSET_BITS, MacArray, Mask
+from .microcode import BUFFER_FORMATS
+
+__all__ = ["Solver"]
+
+FIFO_DEPTH = 4
+EPILOGUE_STAGES = 1  # drained row -> written
+
+
+class Solver:
+    """The solver of a core (see the module docstring); elaborated into the core's module.
+
+    Signals: ``start`` (in, pulse: a chunk begins), ``rows`` (in: m), ``heads`` (in),
+    ``kk_done`` (in: heads whose A is written), ``t_done`` (out: heads whose T is written),
+    ``saturated`` (out, sticky), ``clear`` (in), ``busy_cycles`` (out: cycles with work).
+    """
+
+    def __init__(self, cfg, ins, buffers, reads, writes):
+        self.cfg, self.ins = cfg, ins
+        self.buffers, self.reads, self.writes = buffers, reads, writes
+        src = getattr(cfg, BUFFER_FORMATS[ins.steps[0].a.buf])
+        self.array = MacArray(
+            1, cfg.array_cols, src.width, cfg.fmt_t.width, cfg.acc_bits, cfg.acc_part_bits
+        )
+        H, C = cfg.heads, cfg.chunk_size
+        self.start = Signal()
+        self.rows = Signal(range(C + 1))
+        self.heads = Signal(range(H + 1))
+        self.kk_done = Signal(range(H + 1))
+        self.t_done = Signal(range(H + 1))
+        self.saturated = Signal()
+        self.clear = Signal()
+        self.busy_cycles = Signal(32)
+
+    def elaborate(self, m):
+        cfg, ins = self.cfg, self.ins
+        Cc, C = cfg.array_cols, cfg.chunk_size
+        arr = self.array
+        m.submodules.solver_row = arr
+        head = Signal(range(cfg.heads))
+        row = Signal(range(C + 1))
+        j0 = Signal(range(C + Cc))
+        k = Signal(range(C + 1))
+        m_rows = Signal.like(self.rows)
+        heads = Signal.like(self.heads)
+        active = Signal()
+        waiting = Signal()
+        outstanding = Signal(range(2 * FIFO_DEPTH + 8))
+        tile_issued, tile_written = Signal(), Signal()
+        m.d.sync += outstanding.eq(outstanding + tile_issued - tile_written)
+
+        k_hi = Signal.like(k)
+        m.d.comb += k_hi.eq(Mux(row > j0, row, j0 + 1))
+        last = Signal()
+        m.d.comb += last.eq(k + 1 >= k_hi)
+        step_layout = data.StructLayout(
+            {
+                "a": signed(arr.a_width),
+                "b": data.ArrayLayout(signed(arr.b_width), Cc),
+                "first": 1,
+                "last": 1,
+                "row0": OFFSET_BITS,
+                "col0": OFFSET_BITS,
+            }
+        )
+        ctx_layout = data.StructLayout(
+            {"head": range(cfg.heads), "row": range(C + 1), "j0": range(C + Cc), "end": 1}
+        )
+        m.submodules.solver_steps = fifo = SyncFIFOBuffered(
+            width=step_layout.size, depth=FIFO_DEPTH
+        )
+        m.submodules.solver_ctx = ctx_fifo = SyncFIFOBuffered(
+            width=ctx_layout.size, depth=2 * FIFO_DEPTH + 4
+        )
+        issued_q = Signal()
+        issue = Signal()
+        m.d.comb += issue.eq(
+            active
+            & ~waiting
+            & (self.kk_done > head)
+            & (fifo.level + issued_q < FIFO_DEPTH)
+            & ctx_fifo.w_rdy
+        )
+        m.d.comb += tile_issued.eq(issue & last)
+        base = head * C
+        a_buf, t_buf = self.buffers[ins.steps[0].a.buf], self.buffers["Ts"]
+        self.reads.add(a_buf.rd_cmd, issue, {"mode": ReadMode.COLUMN, "i": base + row, "j": k})
+        self.reads.add(t_buf.rd_cmd, issue, {"mode": ReadMode.ROW, "i": base + k, "j": j0})
+        ctl = Signal(
+            data.StructLayout({"first": 1, "last": 1, "row0": OFFSET_BITS, "col0": OFFSET_BITS})
+        )
+        m.d.sync += [
+            issued_q.eq(issue),
+            ctl.first.eq(k == j0),
+            ctl.last.eq(last),
+            ctl.row0.eq(row),
+            ctl.col0.eq(j0),
+        ]
+        step = Signal(step_layout)
+        m.d.comb += [
+            step.a.eq(a_buf.rd_data.payload[0]),
+            step.first.eq(ctl.first),
+            step.last.eq(ctl.last),
+            step.row0.eq(ctl.row0),
+            step.col0.eq(ctl.col0),
+            fifo.w_data.eq(step),
+            fifo.w_en.eq(issued_q),
+        ]
+        m.d.comb += [step.b[c].eq(t_buf.rd_data.payload[c]) for c in range(Cc)]
+        out = data.View(step_layout, fifo.r_data)
+        m.d.comb += [
+            arr.a.valid.eq(fifo.r_rdy),
+            arr.b.valid.eq(fifo.r_rdy),
+            arr.a.payload.data[0].eq(out.a),
+            arr.a.payload.first.eq(out.first),
+            arr.a.payload.last.eq(out.last),
+            arr.a.payload.sub.eq(1),
+            arr.a.payload.mask.eq(Mask.LOWER),
+            arr.a.payload.row0.eq(out.row0),
+            arr.a.payload.col0.eq(out.col0),
+            arr.b.payload.data.eq(out.b),
+            fifo.r_en.eq(arr.a.ready),
+        ]
+        ctx_w = Signal(ctx_layout)
+        head_end = (j0 + Cc > row) & (row + 1 == m_rows)
+        m.d.comb += [
+            ctx_w.head.eq(head),
+            ctx_w.row.eq(row),
+            ctx_w.j0.eq(j0),
+            ctx_w.end.eq(head_end),
+            ctx_fifo.w_data.eq(ctx_w),
+            ctx_fifo.w_en.eq(tile_issued),
+        ]
+
+        # loops: head, row, column tile, k
+        with m.If(self.start):
+            m.d.sync += [
+                active.eq(1),
+                head.eq(0),
+                row.eq(0),
+                j0.eq(0),
+                k.eq(0),
+                m_rows.eq(self.rows),
+                heads.eq(self.heads),
+                waiting.eq(0),
+            ]
+        with m.Elif(waiting), m.If((outstanding == 0) & ~tile_written):
+            m.d.sync += waiting.eq(0)
+        with m.Elif(issue):
+            with m.If(~last):
+                m.d.sync += k.eq(k + 1)
+            with m.Elif(j0 + Cc <= row):
+                m.d.sync += [j0.eq(j0 + Cc), k.eq(j0 + Cc)]
+            with m.Else():  # the row's last tile: wait for its writes
+                m.d.sync += [j0.eq(0), k.eq(0), waiting.eq(1)]
+                with m.If(row + 1 < m_rows):
+                    m.d.sync += row.eq(row + 1)
+                with m.Elif(head + 1 < heads):
+                    m.d.sync += [row.eq(0), head.eq(head + 1)]
+                with m.Else():
+                    m.d.sync += active.eq(0)
+        with m.If(self.clear):
+            m.d.sync += self.busy_cycles.eq(0)
+        with m.Elif(active | (outstanding != 0)):
+            m.d.sync += self.busy_cycles.eq(self.busy_cycles + 1)
+
+        # epilogue: - sum (+ 1 on the diagonal), rounded into fmt_t, written to T and Ts
+        c = arr.c
+        ctx = data.View(ctx_layout, ctx_fifo.r_data)
+        m.d.comb += [c.ready.eq(1), ctx_fifo.r_en.eq(c.valid)]
+        top = ins.top_frac
+        wide = arr.acc_width + 1
+        s1 = Signal(
+            data.StructLayout(
+                {"valid": 1, "ctx": ctx_layout, "sum": data.ArrayLayout(signed(wide), Cc)}
+            )
+        )
+        m.d.sync += [s1.valid.eq(c.valid), s1.ctx.eq(ctx)]
+        for col in range(Cc):
+            one = Mux(ctx.j0 + col == ctx.row, 1 << top, 0)
+            m.d.sync += s1.sum[col].eq(c.payload.data[col] + one)
+        fmt = getattr(cfg, ins.fmt)
+        words = Signal(data.ArrayLayout(signed(fmt.width), Cc))
+        over = Signal(Cc)
+        for col in range(Cc):
+            raw, ovf = requantize(m, s1.sum[col], fmt, f"solve_round_{col}", frac_in=top)
+            m.d.comb += [words[col].eq(raw), over[col].eq(ovf & (s1.ctx.j0 + col < m_rows))]
+        with m.If(s1.valid & over.any()):
+            m.d.sync += self.saturated.eq(1)
+        for name in ("T", "Ts"):
+            self.writes.add(
+                self.buffers[name].wr,
+                s1.valid,
+                {
+                    "mode": ReadMode.ROW,
+                    "i": s1.ctx.head * C + s1.ctx.row,
+                    "j": s1.ctx.j0,
+                    "data": words,
+                },
+            )
+        m.d.comb += tile_written.eq(s1.valid)
+        with m.If(self.start):
+            m.d.sync += self.t_done.eq(0)
+        with m.Elif(s1.valid & s1.ctx.end):
+            m.d.sync += self.t_done.eq(self.t_done + 1)
