@@ -53,19 +53,24 @@ def test_microcode_covers_the_program():
     """Every product of the chunk program is an instruction; the scalings are folded in."""
     cfg = load_config("tiny")
     names = [i.name for i in core_program(cfg, "chunk")]
-    assert names == ["KK", "T", "W", "U", "QK", "Vn", "O", "S"]
+    assert names == ["KK", "T", "QK", "W", "U", "Vn", "O", "S"]  # Q K^T while the solver runs
     kk = core_program(cfg, "chunk")[0]
     assert (kk.dest, kk.scale) == ("A", "beta")
     assert [i.name for i in core_program(cfg, "recurrent")] == ["QK", "Vn", "O", "S"]
-    waits = {i.name: i.wait for i in core_program(cfg, "chunk")}
-    assert waits["T"] and waits["W"] and waits["Vn"] and waits["O"]  # read what was just written
+    instrs = {i.name: i for i in core_program(cfg, "chunk")}
+    assert instrs["Vn"].wait and instrs["O"].wait  # they read what was just written
+    assert instrs["W"].reads_t and instrs["U"].reads_t  # they wait for the solver, per head
 
 
 def test_solve_tiles_read_only_written_rows():
-    """Row i of the solve reads rows j0 <= k < i of T, all written before (or 0 x A[i, i])."""
+    """Row i of the solve reads rows j0 <= k < i of T, all written before (or 0 x A[i, i]).
+
+    Tiles come head by head and row by row (the solver's order)."""
     cfg = load_config("tiny")
     solve = next(i for i in core_program(cfg, "chunk") if i.solve)
     for m in (1, 5, 16):
+        order = [(h, row) for h, _i0, _j0, row, *_ in tiles(cfg, solve, m, heads=2)]
+        assert order == sorted(order)
         rows = {}
         for _h, _i0, j0, row, _t, lo, hi in tiles(cfg, solve, m):
             assert lo == j0 and hi > lo
