@@ -95,6 +95,10 @@ def run_cocotb(
             build_args += ["--trace-fst"]
     runner = get_runner(simulator)
     build_log = build_dir / "build.log"
+    if simulator == "verilator":
+        # the core's model is one large C++ file: -O0 builds it in about a minute instead of
+        # four, and the testbenches (a Python coroutine per stream) set the pace anyway
+        os.environ.setdefault("MAKEFLAGS", "OPT_FAST=-O0")
     runner.build(
         sources=[Path(verilog)],
         hdl_toplevel=toplevel,

@@ -150,6 +150,17 @@ def test_core_icarus_cycles_match_the_model(tmp_path):
 
 
 @needs("icarus")
+def test_core_icarus_ice40(tmp_path):
+    """The iCE40 preset: a 2 x 4 array (A reads start inside a bank row) and a 16-bit state."""
+    cfg = load_config("ice40")
+    seqs = [
+        sequence(21, heads=2, seed=71, state="load"),
+        sequence(3, heads=2, seed=72, mode="recurrent", state="keep"),
+    ]
+    _check(run_core(cfg, seqs, simulator="icarus", build_dir=tmp_path, stall_p=0.2))
+
+
+@needs("icarus")
 def test_core_icarus_boundary_errors(tmp_path):
     run_core_errors(load_config("tiny"), simulator="icarus", build_dir=tmp_path)
 
@@ -177,6 +188,26 @@ def test_core_verilator_tiny_1024_tokens(tmp_path):
     cfg = load_config("tiny")
     seqs = [sequence(1024, heads=2, seed=41, state="load"), sequence(1000, heads=2, seed=42)]
     _check(run_core(cfg, seqs, simulator="verilator", build_dir=tmp_path, stall_p=0.1))
+
+
+@pytest.mark.slow
+@needs("verilator")
+def test_core_verilator_tiny_hazards(tmp_path):
+    """ALGORITHM.md section 8 inputs; the large initial state saturates (SATURATED expected)."""
+    cfg = load_config("tiny")
+    seqs = [
+        sequence(100, heads=2, seed=81, hazard=name)
+        for name in (
+            "correlated_keys_beta_0.95",
+            "residual_cancellation",
+            "tiny_keys_1e-2",
+            "tiny_keys_1e-4",
+            "large_initial_state",
+        )
+    ]
+    recs = run_core(cfg, seqs, simulator="verilator", build_dir=tmp_path, stall_p=0.2)
+    _check(recs)
+    assert recs[-1]["saturated"], "the large initial state should saturate in the model"
 
 
 @pytest.mark.slow
