@@ -10,7 +10,7 @@ words in lane order.
 Read modes:
 
 ``COLUMN``
-    lanes t = 0 .. L-1 get element (i + t, j); i must be a multiple of L.
+    lanes t = 0 .. L-1 get element (i + t, j), for any i (each bank computes its own row).
 ``ROW``
     lanes t get element (i, j + t) (a transposed read when the matrix feeds the A side).
 ``DIAG``

@@ -7,8 +7,11 @@ timing rules of the hardware, without simulating signals:
 * the MAC array accepts a tile's last step only ``min_tile_steps`` cycles after the previous
   tile's last step (its results must have left), otherwise one step per cycle;
 * a tile's results are written ``array.latency + R + EPILOGUE_STAGES`` cycles after its last
-  step; an instruction marked ``wait`` (and every solve row) issues its first step
-  ``RESTART`` cycles after the last write it waits for;
+  step; an instruction marked ``wait`` issues its first step ``RESTART`` cycles after the last
+  write it waits for;
+* the solver (hw/solver.py) is a second engine with the same rules on its 1 x C row: head h
+  starts once head h's ``KK`` tiles are written, each row waits for the row before; ``W`` and
+  ``U`` of head h wait for head h's last solver row;
 * chunks: chunk n computes when it is loaded (one input word per cycle through BetaPhi, whose
   words per cycle and latency are those of the block) and the output half is free; outputs leave
   one word per cycle.

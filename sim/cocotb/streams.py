@@ -64,12 +64,13 @@ class StreamDriver(_Port):
         super().__init__(dut, name, layout, rng, stall_p, max_wait)
         self.valid.value = 0
 
-    async def send(self, beats):
+    async def send(self, beats, *, packed=False):
+        """Send ``beats`` (payload dicts, or with ``packed`` the payload bits as ints)."""
         for beat in beats:
             for _ in range(self._pause()):
                 self.valid.value = 0
                 await RisingEdge(self.dut.clk)
-            self.payload.value = self.layout.const(beat).as_bits()
+            self.payload.value = beat if packed else self.layout.const(beat).as_bits()
             self.valid.value = 1
             await self._handshake(self.ready, "beat not accepted")
         self.valid.value = 0
@@ -82,7 +83,8 @@ class StreamMonitor(_Port):
         super().__init__(dut, name, layout, rng, stall_p, max_wait)
         self.ready.value = 0
 
-    async def recv(self, count):
+    async def recv(self, count, *, raw=False):
+        """Receive ``count`` beats (layout views, or with ``raw`` the payload bits as ints)."""
         beats = []
         for _ in range(count):
             for _ in range(self._pause()):
@@ -90,7 +92,8 @@ class StreamMonitor(_Port):
                 await RisingEdge(self.dut.clk)
             self.ready.value = 1
             await self._handshake(self.valid, "no beat")
-            beats.append(self.layout.from_bits(int(self.payload.value)))
+            bits = int(self.payload.value)
+            beats.append(bits if raw else self.layout.from_bits(bits))
         self.ready.value = 0
         return beats
 

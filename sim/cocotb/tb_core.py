@@ -9,12 +9,14 @@ the config, seed, token, head, index, expected and got.
 
 import json
 import os
+import time
 from pathlib import Path
 
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
+from cocotb.utils import get_sim_time
 
 from deltanet_hw.config import CoreConfig
 from deltanet_hw.hw.core import CTRL_BITS, ERROR_BITS, REGISTERS, STATUS_BITS
@@ -43,6 +45,21 @@ async def csr_read(dut, addr):
     return value
 
 
+def pack(words, width):
+    """``{data, last}`` beats as payload bits (data in the low ``width`` bits, then last)."""
+    mask = (1 << width) - 1
+    return [(w["data"] & mask) | (w["last"] << width) for w in words]
+
+
+def unpack(bits, width):
+    """Payload bits -> (signed data, last)."""
+    out = []
+    for b in bits:
+        data = b & ((1 << width) - 1)
+        out.append((data - (1 << width) if data >> (width - 1) else data, b >> width))
+    return out
+
+
 @cocotb.test(timeout_time=100, timeout_unit="sec")  # simulated time; handshakes are bounded
 async def sequences_against_model(dut):
     p = json.loads(Path(os.environ[TEST_ENV]).read_text())
@@ -59,6 +76,7 @@ async def _run(dut, p, cfg):
     def word(width):
         return data.StructLayout({"data": signed(width), "last": 1})
 
+    wall0 = time.perf_counter()
     rng = np.random.default_rng(p["sequences"][0]["seed"])
     stall = p["stall_p"]
     Clock(dut.clk, 10, unit="ns").start()
@@ -104,9 +122,10 @@ async def _run(dut, p, cfg):
         await conv_wr.send(v.conv_writes)
         if h0 is not None and seq["state"] != "keep":
             n_words = len(v.state_words)
-            await state_in.send(
-                [{"data": w, "last": int(i == n_words - 1)} for i, w in enumerate(v.state_words)]
-            )
+            beats = [
+                {"data": w, "last": int(i == n_words - 1)} for i, w in enumerate(v.state_words)
+            ]
+            await state_in.send(pack(beats, cfg.fmt_state.width), packed=True)
         await csr_write(dut, REGISTERS["SEQ_LEN"], seq["tokens"])
         await csr_write(dut, REGISTERS["HEADS"], seq["heads"])
         await csr_write(dut, REGISTERS["MODE"], int(seq["mode"] == "recurrent"))
@@ -114,17 +133,18 @@ async def _run(dut, p, cfg):
         ctrl = (1 << CTRL_BITS["START"]) | ((1 << CTRL_BITS["ZERO_STATE"]) if zero else 0)
         tok_in.first_time = tok_out.last_time = None
         await csr_write(dut, REGISTERS["CTRL"], ctrl)
-        cocotb.start_soon(tok_in.send(v.words))
-        got = await tok_out.recv(len(v.expected_o))
+        cocotb.start_soon(tok_in.send(pack(v.words, cfg.fmt_input.width), packed=True))
+        got = unpack(await tok_out.recv(len(v.expected_o), raw=True), cfg.fmt_o.width)
         bad = 0
-        for i, (beat, want, (t, h, j)) in enumerate(zip(got, v.expected_o, v.labels, strict=True)):
-            last = int(i == len(v.expected_o) - 1)
-            if int(beat.data) != want or int(beat.last) != last:
+        for i, ((word, last), want) in enumerate(zip(got, v.expected_o, strict=True)):
+            want_last = int(i == len(v.expected_o) - 1)
+            if word != want or last != want_last:
                 bad += 1
                 if bad <= 20:
+                    t, h, j = v.labels[i]
                     dut._log.error(
                         f"{label}: output token {t} head {h} index {j}: expected {want} "
-                        f"(last {last}), got {int(beat.data)} (last {int(beat.last)})"
+                        f"(last {want_last}), got {word} (last {last})"
                     )
         for _ in range(4):
             await RisingEdge(dut.clk)
@@ -146,17 +166,18 @@ async def _run(dut, p, cfg):
             dut._log.error(f"{label}: ERRORS {errors:#x}, expected {want_errors:#x}")
         await csr_write(dut, REGISTERS["CTRL"], 1 << CTRL_BITS["CLEAR_ERRORS"])
         await csr_write(dut, REGISTERS["CTRL"], 1 << CTRL_BITS["READ_STATE"])
-        beats = await state_out.recv(len(v.expected_state))
+        beats = await state_out.recv(len(v.expected_state), raw=True)
         per_head = cfg.d_k * cfg.d_v
-        for i, (beat, want) in enumerate(zip(beats, v.expected_state, strict=True)):
-            last = int(i == len(v.expected_state) - 1)
-            if int(beat.data) != want or int(beat.last) != last:
+        states = unpack(beats, cfg.fmt_state.width)
+        for i, ((word, last), want) in enumerate(zip(states, v.expected_state, strict=True)):
+            want_last = int(i == len(v.expected_state) - 1)
+            if word != want or last != want_last:
                 bad += 1
                 if bad <= 40:
                     h, r = divmod(i, per_head)
                     dut._log.error(
                         f"{label}: final state head {h} row {r // cfg.d_v} column {r % cfg.d_v}: "
-                        f"expected {want}, got {int(beat.data)}"
+                        f"expected {want}, got {word} (last {last})"
                     )
         state = v.expected_state
         bad_total += bad
@@ -171,5 +192,9 @@ async def _run(dut, p, cfg):
             }
         )
         dut._log.info(f"{label}: {bad} mismatches, {cycles} cycles")
+    # simulation speed: every simulated clock cycle (set-up and read-back included) per second
+    speed = get_sim_time("ns") / tok_in.period_ns / (time.perf_counter() - wall0)
+    for rec in results:
+        rec["sim_cycles_per_s"] = speed
     Path(p["results"]).write_text(json.dumps(results, indent=1))
     assert bad_total == 0, f"{bad_total} mismatching words (first ones logged above)"
