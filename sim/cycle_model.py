@@ -18,7 +18,9 @@ timing rules of the hardware, without simulating signals:
 
 Figures (ARCHITECTURE.md section 4): ``utilization`` = minimal MACs (ALGORITHM.md section 6,
 triangles skipped) / (multipliers x cycles); ``efficiency`` = 3 K V x tokens x heads /
-(multipliers x cycles); ``tokens_per_cycle``. Multipliers = the array's R x C.
+(multipliers x cycles); ``tokens_per_cycle``. Multipliers = the array's R x C (the solver's
+extra C multipliers are counted in ``utilization_with_solver``; BetaPhi's, the loader's and the
+epilogue's multipliers do scalings and nonlinear functions, not MACs of the algorithm).
 """
 
 from __future__ import annotations
@@ -60,10 +62,17 @@ def minimal_macs(cfg, tokens: int, heads: int, mode: str) -> int:
 
 
 def figures(cfg, tokens: int, heads: int, cycles: int, mode: str = "chunk") -> dict:
+    """ARCHITECTURE.md section 4 figures of a run; multipliers = the array's R x C.
+
+    ``utilization_with_solver`` also counts the solver's C multipliers (hw/solver.py), which do
+    the solve's MACs beside the array.
+    """
     mults = cfg.array_rows * cfg.array_cols
+    need = minimal_macs(cfg, tokens, heads, mode)
     return {
         "multipliers": mults,
-        "utilization": minimal_macs(cfg, tokens, heads, mode) / (mults * cycles),
+        "utilization": need / (mults * cycles),
+        "utilization_with_solver": need / ((mults + cfg.array_cols) * cycles),
         "efficiency": 3 * cfg.d_k * cfg.d_v * tokens * heads / (mults * cycles),
         "tokens_per_cycle": tokens / cycles,
     }

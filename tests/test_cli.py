@@ -60,6 +60,10 @@ def test_golden_json(capsys, gated):
         (["golden", "--config", "tiny", "--tokens", "0"], "expected a positive integer"),
         (["config", "show", "tiny", "--set", "nofield=1"], "unknown config field 'nofield'"),
         ([], "the following arguments are required"),
+        (["sim", "--config", "tiny", "--stall", "1.5"], "--stall must be in [0, 1)"),
+        (["sim", "--config", "tiny", "--heads", "3"], "heads must be in [1, 2]"),
+        (["sim", "--config", "tiny", "--set", "gated=true"], "gated must be False for the core"),
+        (["sim", "--config", "tiny", "--simulator", "ghdl"], "invalid choice: 'ghdl'"),
     ],
 )
 def test_errors_exit_nonzero_with_one_line(capsys, argv, text):
@@ -101,3 +105,43 @@ def test_golden_fixed_json(capsys, mode):
     data = json.loads(out)
     assert data["mode"] == mode and data["saturations"] == 0
     assert 0 < data["rel_rms_o"] < 5e-3 and 0 < data["rel_rms_state"] < 5e-3
+
+
+@pytest.mark.skipif(
+    "icarus" not in __import__("deltanet_hw.sim.runner").sim.runner.available_simulators(),
+    reason="icarus is not installed",
+)
+def test_sim_json(capsys, tmp_path):
+    code, out, _ = run(
+        capsys,
+        "sim",
+        "--config",
+        "tiny",
+        "--tokens",
+        "5",
+        "--heads",
+        "1",
+        "--simulator",
+        "icarus",
+        "--stall",
+        "0.2",
+        "--seed",
+        "3",
+        "--build-dir",
+        str(tmp_path),
+        "--json",
+    )
+    assert code == 0
+    data = json.loads(out)
+    for key in (
+        "mismatches",
+        "cycles",
+        "predicted_cycles",
+        "utilization",
+        "efficiency",
+        "tokens",
+        "heads",
+    ):
+        assert key in data
+    assert data["mismatches"] == 0 and data["tokens"] == 5 and data["heads"] == 1
+    assert data["cycles"] > 0 and 0 < data["utilization"] < 1
