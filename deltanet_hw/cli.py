@@ -197,6 +197,82 @@ def _cmd_sim(args) -> dict | str:
     )
 
 
+def _csv(kind):
+    def parse(text: str):
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, not {text!r}")
+        try:
+            return [kind(t) for t in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad value in {text!r}") from None
+
+    return parse
+
+
+def _array_shape(text: str) -> str:
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"an array shape is ROWSxCOLS, e.g. 8x8, not {text!r}")
+    return f"{int(parts[0])}x{int(parts[1])}"
+
+
+def _cmd_sweep(args) -> dict | str:
+    from .sim.sweep import make_points, pareto, sweep
+
+    base = load_config(args.config, args.set)
+    if args.fmax_mhz <= 0:
+        raise CliError(f"deltanet-hw sweep: --fmax-mhz must be > 0, not {args.fmax_mhz}")
+    points = make_points(args.array, args.chunk, args.dim, args.data_bits)
+    records = sweep(
+        base,
+        points,
+        tokens=args.tokens,
+        heads=args.heads,
+        mode=args.mode,
+        fmax_mhz=args.fmax_mhz,
+        rtl=args.rtl,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        output=args.output,
+    )
+    failed = [r for r in records if "error" in r]
+    front = pareto(records)
+    result = {
+        "points": len(records),
+        "failed": len(failed),
+        "pareto": [
+            {
+                k: r[k]
+                for k in (
+                    "array",
+                    "chunk_size",
+                    "d",
+                    "data_bits",
+                    "multipliers",
+                    "tokens_per_s",
+                    "utilization",
+                )
+            }
+            for r in front
+        ],
+        "output": args.output,
+    }
+    if args.json:
+        return result
+    lines = [
+        f"{len(records)} points ({len(failed)} failed) -> {args.output}/sweep.json, "
+        "sweep.csv, pareto.png",
+        "Pareto front (multipliers, tokens/s):",
+    ]
+    lines += [
+        f"  {p['array']} C={p['chunk_size']} d={p['d']} b={p['data_bits']}: "
+        f"{p['multipliers']} mults, {p['tokens_per_s']:.4g} tokens/s"
+        for p in result["pareto"]
+    ]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="deltanet-hw",
@@ -286,6 +362,60 @@ def build_parser() -> argparse.ArgumentParser:
     p_sim.add_argument("--build-dir", default=None, help="build directory (default: a temp dir)")
     p_sim.add_argument("--json", action="store_true", help="print one JSON object")
     p_sim.set_defaults(func=_cmd_sim)
+
+    p_sweep = sub.add_parser(
+        "sweep",
+        help="sweep array sizes, chunk sizes, head dims and widths (cycle model, Dask)",
+        description="Evaluate every combination of --array, --chunk, --dim (d_k = d_v) and "
+        "--data-bits on top of a base config: the cycle model predicts each run (fast); with "
+        "--rtl each point is also simulated in RTL against the fixed-point model. Points run in "
+        "parallel on Dask (a local cluster of --workers processes, or --scheduler ADDRESS). A "
+        "failing point is recorded with its error. Writes sweep.json, sweep.csv and pareto.png "
+        "(tokens/s at --fmax-mhz against multipliers) to --output.",
+    )
+    _add_config_args(p_sweep)
+    p_sweep.add_argument(
+        "--array",
+        type=_csv(_array_shape),
+        default=["4x4", "8x8"],
+        help="array shapes, e.g. 4x4,8x8 (default)",
+    )
+    p_sweep.add_argument(
+        "--chunk", type=_csv(int), default=[16, 32, 64], help="chunk sizes (default 16,32,64)"
+    )
+    p_sweep.add_argument(
+        "--dim",
+        type=_csv(int),
+        default=[64, 128],
+        help="head dimensions d_k = d_v (default 64,128)",
+    )
+    p_sweep.add_argument(
+        "--data-bits", type=_csv(int), default=[16, 18], help="data word widths (default 16,18)"
+    )
+    p_sweep.add_argument("--tokens", type=_positive, default=256, help="sequence length (256)")
+    p_sweep.add_argument("--heads", type=_positive, default=None, help="heads (the config's)")
+    p_sweep.add_argument("--mode", choices=("chunk", "recurrent"), default="chunk")
+    p_sweep.add_argument(
+        "--fmax-mhz", type=float, default=100.0, help="clock for tokens/s (default 100 MHz)"
+    )
+    p_sweep.add_argument(
+        "--rtl",
+        choices=("icarus", "verilator"),
+        default=None,
+        help="also simulate every point's RTL (slow)",
+    )
+    p_sweep.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786",
+    )
+    p_sweep.add_argument(
+        "--workers", type=_positive, default=2, help="local cluster worker processes (default 2)"
+    )
+    p_sweep.add_argument("-o", "--output", default="reports/sweep", help="output directory")
+    p_sweep.add_argument("--json", action="store_true", help="print one JSON object")
+    p_sweep.set_defaults(func=_cmd_sweep)
     return parser
 
 

@@ -71,11 +71,13 @@ def run_cocotb(
     params: dict,
     waves: bool | None = None,
     timeout_s: float = 600,
+    optimize: bool = False,
 ) -> Path:
     """Build ``verilog`` and run cocotb test ``module`` on it; return the results XML path.
 
     ``params`` (JSON-serialisable) reach the test module through the file named by the
-    ``DELTANET_HW_TEST`` environment variable.
+    ``DELTANET_HW_TEST`` environment variable. ``optimize``: build Verilator's C++ with -Os
+    (slower build, faster simulation) instead of -O0.
     """
     from cocotb_tools.runner import get_runner
 
@@ -97,18 +99,26 @@ def run_cocotb(
     build_log = build_dir / "build.log"
     if simulator == "verilator":
         # the core's model is one large C++ file: -O0 builds it in about a minute instead of
-        # four, and the testbenches (a Python coroutine per stream) set the pace anyway
-        os.environ.setdefault("MAKEFLAGS", "OPT_FAST=-O0")
-    runner.build(
-        sources=[Path(verilog)],
-        hdl_toplevel=toplevel,
-        build_dir=build_dir,
-        build_args=build_args,
-        timescale=("1ns", "1ps"),
-        waves=waves,
-        always=True,
-        log_file=build_log,
-    )
+        # four (tests); -Os simulates about four times faster (long runs, benchmarks)
+        makeflags = os.environ.get("MAKEFLAGS")
+        os.environ["MAKEFLAGS"] = f"{makeflags or ''} OPT_FAST={'-Os' if optimize else '-O0'}"
+    try:
+        runner.build(
+            sources=[Path(verilog)],
+            hdl_toplevel=toplevel,
+            build_dir=build_dir,
+            build_args=build_args,
+            timescale=("1ns", "1ps"),
+            waves=waves,
+            always=True,
+            log_file=build_log,
+        )
+    finally:
+        if simulator == "verilator":
+            if makeflags is None:
+                os.environ.pop("MAKEFLAGS", None)
+            else:
+                os.environ["MAKEFLAGS"] = makeflags
     log = build_dir / "sim.log"
     try:
         results = runner.test(

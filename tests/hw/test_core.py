@@ -187,7 +187,9 @@ def test_cycle_model_counts_every_chunk():
 def test_core_verilator_tiny_1024_tokens(tmp_path):
     cfg = load_config("tiny")
     seqs = [sequence(1024, heads=2, seed=41, state="load"), sequence(1000, heads=2, seed=42)]
-    _check(run_core(cfg, seqs, simulator="verilator", build_dir=tmp_path, stall_p=0.1))
+    _check(
+        run_core(cfg, seqs, simulator="verilator", build_dir=tmp_path, stall_p=0.1, optimize=True)
+    )
 
 
 @pytest.mark.slow
@@ -219,7 +221,9 @@ def test_core_verilator_small_prefill_and_decode(tmp_path):
         sequence(70, heads=4, seed=52, state="keep"),
         sequence(8, heads=4, seed=53, mode="recurrent", state="keep"),
     ]
-    _check(run_core(cfg, seqs, simulator="verilator", build_dir=tmp_path, stall_p=0.1))
+    _check(
+        run_core(cfg, seqs, simulator="verilator", build_dir=tmp_path, stall_p=0.1, optimize=True)
+    )
 
 
 @pytest.mark.slow
@@ -232,6 +236,7 @@ def test_core_verilator_soak_100k_tokens(tmp_path):
         simulator="verilator",
         build_dir=tmp_path,
         stall_p=0.05,
+        optimize=True,
     )
     _check(recs)
     assert recs[0]["words_out"] == 100_000 * 2 * cfg.d_v

@@ -1,0 +1,246 @@
+"""Design-space sweeps on Dask: the cycle model for every point, RTL simulation on request.
+
+A point is a config: the base preset with an array shape, a chunk size, a head dimension
+(d_k = d_v) and a data width (``default_formats(data_bits, io_bits, state_bits)``, the
+accumulator sized to the exact sums it needs). For each point the cycle model predicts a run
+(fast); with ``rtl`` the core's RTL is simulated on the same run and compared with the
+fixed-point model. Points run in parallel on ``dask.distributed``: a local cluster by default, or
+an existing scheduler by address. A point that fails (an invalid config, a simulation mismatch)
+is recorded with its error; the sweep goes on.
+
+Outputs: ``sweep.json`` and ``sweep.csv`` (one row per point) and ``pareto.png``: tokens per
+second (at ``fmax_mhz``) against the multipliers of the point, the Pareto front marked.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import sys
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+
+__all__ = ["make_points", "pareto", "run_point", "sweep"]
+
+FIELDS = (
+    "array",
+    "chunk_size",
+    "d",
+    "data_bits",
+    "error",
+    "multipliers",
+    "predicted_cycles",
+    "utilization",
+    "efficiency",
+    "tokens_per_cycle",
+    "tokens_per_s",
+    "rtl_cycles",
+    "rtl_mismatches",
+    "seconds",
+)
+
+
+def make_points(arrays, chunks, dims, data_bits) -> list[dict]:
+    """Every combination, as plain dicts (what travels to the Dask workers)."""
+    return [
+        {"array": a, "chunk_size": c, "d": d, "data_bits": b}
+        for a, c, d, b in itertools.product(arrays, chunks, dims, data_bits)
+    ]
+
+
+def point_config(base, point):
+    """The config of a point (``ValueError`` names the field when the point is invalid)."""
+    from ..config import default_formats
+    from ..golden.program import accumulator_bits, chunk_program
+
+    rows, cols = (int(x) for x in point["array"].split("x"))
+    fmts = default_formats(point["data_bits"], base.fmt_o.width, base.fmt_state.width)
+    cfg = replace(
+        base,
+        name=f"{base.name}-{point['array']}-C{point['chunk_size']}-d{point['d']}"
+        f"-b{point['data_bits']}",
+        array_rows=rows,
+        array_cols=cols,
+        chunk_size=point["chunk_size"],
+        d_k=point["d"],
+        d_v=point["d"],
+        acc_bits=62,
+        **fmts,
+    )
+    need = max(
+        max(accumulator_bits(p, cfg).values())
+        for p in (chunk_program(cfg.chunk_size, cfg.gated), chunk_program(1, cfg.gated, True))
+    )
+    return replace(cfg, acc_bits=need)
+
+
+def run_point(
+    base_json: str,
+    point: dict,
+    tokens: int,
+    heads: int,
+    mode: str,
+    fmax_mhz: float,
+    rtl: str | None,
+    build_root: str | None,
+) -> dict:
+    """Evaluate one point (runs on a Dask worker); errors are returned, not raised."""
+    from ..config import CoreConfig
+    from ..hw.microcode import check_core_config
+    from .cycle_model import figures, predict_run
+
+    t0 = time.perf_counter()
+    rec = dict(point)
+    try:
+        cfg = point_config(CoreConfig.from_json(base_json), point)
+        check_core_config(cfg)
+        cycles = predict_run(cfg, tokens, heads, mode)["cycles"]
+        fig = figures(cfg, tokens, heads, cycles, mode)
+        rec.update(
+            predicted_cycles=cycles,
+            utilization=fig["utilization"],
+            efficiency=fig["efficiency"],
+            tokens_per_cycle=fig["tokens_per_cycle"],
+            tokens_per_s=fig["tokens_per_cycle"] * fmax_mhz * 1e6,
+            multipliers=fig["multipliers"] + cfg.array_cols,  # the array and the solver row
+        )
+        if rtl:
+            from .core_run import run_core, sequence
+
+            out = Path(build_root) / cfg.name
+            run = run_core(
+                cfg,
+                [sequence(tokens, heads=heads, seed=1, mode=mode)],
+                simulator=rtl,
+                build_dir=out,
+                stall_p=0.0,
+            )[0]
+            rec.update(rtl_cycles=run["cycles"], rtl_mismatches=run["mismatches"])
+    except Exception as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        rec["error"] = f"{type(exc).__name__}: {msg}"
+        rec["traceback"] = traceback.format_exc(limit=3)
+    rec["seconds"] = time.perf_counter() - t0
+    return rec
+
+
+def pareto(records, x="multipliers", y="tokens_per_s") -> list[dict]:
+    """Points no other point beats on both fewer ``x`` and more ``y``."""
+    ok = sorted((r for r in records if "error" not in r), key=lambda r: (r[x], -r[y]))
+    front, best = [], -1.0
+    for r in ok:
+        if r[y] > best:
+            front.append(r)
+            best = r[y]
+    return front
+
+
+def sweep(
+    base,
+    points,
+    *,
+    tokens=256,
+    heads=None,
+    mode="chunk",
+    fmax_mhz=100.0,
+    rtl=None,
+    scheduler=None,
+    workers=2,
+    output="reports/sweep",
+    build_root=None,
+    log=None,
+) -> list[dict]:
+    """Run every point on Dask; write JSON, CSV and the Pareto plot to ``output``."""
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    heads = base.heads if heads is None else heads
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    build_root = str(Path(build_root or out / "build").resolve())
+    if scheduler:
+        client, cluster = Client(scheduler), None
+    else:
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        client = Client(cluster)
+    try:
+        futures = client.map(
+            run_point,
+            [base.to_json()] * len(points),
+            points,
+            tokens=tokens,
+            heads=heads,
+            mode=mode,
+            fmax_mhz=fmax_mhz,
+            rtl=rtl,
+            build_root=build_root,
+            pure=False,
+        )
+        records = []
+        for n, fut in enumerate(as_completed(futures), 1):
+            rec = fut.result()
+            records.append(rec)
+            state = rec.get("error") or f"{rec['predicted_cycles']} cycles"
+            log(
+                f"[sweep] {n}/{len(points)} {rec['array']} C={rec['chunk_size']} d={rec['d']} "
+                f"b={rec['data_bits']}: {state}"
+            )
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    records.sort(key=lambda r: (r["array"], r["chunk_size"], r["d"], r["data_bits"]))
+    front = pareto(records)
+    for r in records:
+        r["pareto"] = any(r is f for f in front)
+    meta = {
+        "base": base.name,
+        "tokens": tokens,
+        "heads": heads,
+        "mode": mode,
+        "fmax_mhz": fmax_mhz,
+        "rtl": rtl,
+        "points": records,
+    }
+    (out / "sweep.json").write_text(json.dumps(meta, indent=1) + "\n")
+    with open(out / "sweep.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[*FIELDS, "pareto"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(records)
+    _plot(records, front, out / "pareto.png", meta)
+    return records
+
+
+def _plot(records, front, path, meta):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in records if "error" not in r]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if ok:
+        ax.scatter(
+            [r["multipliers"] for r in ok], [r["tokens_per_s"] for r in ok], s=18, label="points"
+        )
+        ax.plot(
+            [r["multipliers"] for r in front],
+            [r["tokens_per_s"] for r in front],
+            "r.-",
+            label="Pareto front",
+        )
+    ax.set_xlabel("multipliers (array R x C + solver C)")
+    ax.set_ylabel(f"tokens/s at {meta['fmax_mhz']:g} MHz (cycle model)")
+    ax.set_title(
+        f"Sweep of {meta['base']}: {meta['mode']}, T={meta['tokens']}, {meta['heads']} heads"
+    )
+    ax.set_xscale("log", base=2)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

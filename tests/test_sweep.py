@@ -1,0 +1,47 @@
+"""Design-space sweeps: points on a local Dask cluster, failures recorded, Pareto front."""
+
+import csv
+import json
+
+from deltanet_hw.config import load_config
+from deltanet_hw.sim.sweep import make_points, pareto, point_config, sweep
+
+
+def test_point_config_sizes_the_accumulator():
+    cfg = point_config(
+        load_config("small"), {"array": "4x8", "chunk_size": 64, "d": 128, "data_bits": 16}
+    )
+    assert (cfg.array_rows, cfg.array_cols, cfg.chunk_size, cfg.d_k, cfg.d_v) == (
+        4,
+        8,
+        64,
+        128,
+        128,
+    )
+    assert cfg.fmt_qk.width == 16 and 30 < cfg.acc_bits <= 62
+
+
+def test_pareto_front():
+    recs = [
+        {"multipliers": 16, "tokens_per_s": 1.0},
+        {"multipliers": 16, "tokens_per_s": 2.0},
+        {"multipliers": 64, "tokens_per_s": 1.5},
+        {"multipliers": 64, "tokens_per_s": 5.0},
+        {"multipliers": 32, "error": "ValueError: x"},
+    ]
+    assert [(r["multipliers"], r["tokens_per_s"]) for r in pareto(recs)] == [(16, 2.0), (64, 5.0)]
+
+
+def test_sweep_on_a_local_cluster_records_failures(tmp_path):
+    points = make_points(["4x4", "3x4", "8x8"], [16, 32], [64], [16])
+    recs = sweep(load_config("small"), points, tokens=64, heads=2, output=tmp_path, workers=2)
+    assert len(recs) == 6
+    bad = [r for r in recs if "error" in r]
+    assert len(bad) == 2 and all("array_rows" in r["error"] for r in bad)  # 3x4: not a power of 2
+    good = [r for r in recs if "error" not in r]
+    assert all(r["predicted_cycles"] > 0 and 0 < r["utilization"] < 1 for r in good)
+    data = json.loads((tmp_path / "sweep.json").read_text())
+    assert len(data["points"]) == 6 and any(p["pareto"] for p in data["points"])
+    with open(tmp_path / "sweep.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and (tmp_path / "pareto.png").stat().st_size > 0
