@@ -96,6 +96,16 @@ def test_verilog_writes_module_and_config(capsys, tmp_path):
     assert code == 2 and "must be a .v file" in err
 
 
+def test_verilog_core_by_default(capsys, tmp_path):
+    out = tmp_path / "core.v"
+    code, stdout, _ = run(capsys, "verilog", "--config", "ice40", "-o", str(out), "--json")
+    assert code == 0 and json.loads(stdout)["block"] == "core"
+    text = out.read_text()
+    assert "module deltanet_core" in text
+    for port in ("tok_in__payload", "tok_out__valid", "state_out__ready", "csr__r_data"):
+        assert port in text
+
+
 @pytest.mark.parametrize("mode", ["chunk", "recurrent"])
 def test_golden_fixed_json(capsys, mode):
     code, out, _ = run(
