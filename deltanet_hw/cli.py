@@ -273,6 +273,67 @@ def _cmd_sweep(args) -> dict | str:
     return "\n".join(lines)
 
 
+def _cmd_synth(args) -> dict | str:
+    from pathlib import Path
+
+    from .hw.core import DeltaNetCore
+    from .hw.fpga import PROBE_FMAX_MHZ, try_build
+
+    cfg = load_config(args.config, args.set)
+    tag = "".join(f"_{o.replace('=', '')}" for o in args.set)  # overrides name the record
+    name = f"core_{cfg.name}{tag}_{args.board}"
+    out = Path(args.output)
+    build_dir = Path(args.build_dir) if args.build_dir else out / "build" / name
+    print(
+        f"deltanet-hw synth: building {cfg.name} for {args.board} in {build_dir} "
+        "(yosys + nextpnr; minutes)",
+        file=sys.stderr,
+        flush=True,
+    )
+    rec = try_build(DeltaNetCore(cfg), args.board, build_dir, router=args.router)
+    probe = PROBE_FMAX_MHZ[args.board]
+    rec.update(
+        config=cfg.name,
+        overrides=list(args.set),
+        command="deltanet-hw " + " ".join(args.argv),
+        date=time.strftime("%Y-%m-%d"),
+        probe_fmax_mhz=list(probe),
+        fmax_over_probe=None if rec["fmax_mhz"] is None else [rec["fmax_mhz"] / p for p in probe],
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(rec, indent=2) + "\n")
+    if rec.get("error"):
+        over = ", ".join(
+            f"{k} {v['used']}/{v['available']}"
+            for k, v in rec["resources"].items()
+            if v["used"] > v["available"]
+        )
+        raise CliError(
+            f"deltanet-hw synth: {cfg.name} does not build for {args.board}"
+            + (f" (over: {over})" if over else "")
+            + f": {rec['error']} (record: {out / (name + '.json')})"
+        )
+    result = {
+        "board": args.board,
+        "config": cfg.name,
+        "fmax_mhz": rec["fmax_mhz"],
+        "fmax_over_probe": rec["fmax_over_probe"],
+        "resources": rec["resources"],
+        "bitstream": rec["bitstream"],
+        "record": str(out / f"{name}.json"),
+    }
+    if args.json:
+        return result
+    return "\n".join(f"{k:16} {v}" for k, v in result.items())
+
+
+def _cmd_report(args) -> dict | str:
+    from .sim.report import report
+
+    index = report(args.output, args.anchors)
+    return {"index": str(index)} if args.json else f"wrote {index}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="deltanet-hw",
@@ -416,12 +477,56 @@ def build_parser() -> argparse.ArgumentParser:
     p_sweep.add_argument("-o", "--output", default="reports/sweep", help="output directory")
     p_sweep.add_argument("--json", action="store_true", help="print one JSON object")
     p_sweep.set_defaults(func=_cmd_sweep)
+
+    from .hw.fpga import BOARDS as FPGA_BOARDS
+
+    p_synth = sub.add_parser(
+        "synth",
+        help="build the whole core for an FPGA board (bitstream, resources, Fmax)",
+        description="Synthesise, place and route the core of a config for a board with the "
+        "YoWASP yosys/nextpnr tools (do_program off), inside a small top that drives every "
+        "input from an LFSR and folds every output onto an LED so nothing is optimised away. "
+        "Writes the bitstream and a JSON record (resources used/available and Fmax from yosys "
+        "`stat -json` and nextpnr `--report`, the ratio to the board's bare multiplier-array "
+        "probe) to --output. A design that does not fit exits 2 naming the resources over.",
+    )
+    _add_config_args(p_synth)
+    p_synth.add_argument("--board", required=True, choices=sorted(FPGA_BOARDS))
+    p_synth.add_argument(
+        "--router",
+        choices=("router1", "router2"),
+        default=None,
+        help="nextpnr router (default: nextpnr's)",
+    )
+    p_synth.add_argument("-o", "--output", default="reports/fpga", help="record directory")
+    p_synth.add_argument("--build-dir", default=None, help="build directory")
+    p_synth.add_argument("--json", action="store_true", help="print one JSON object")
+    p_synth.set_defaults(func=_cmd_synth)
+
+    p_report = sub.add_parser(
+        "report",
+        help="rebuild reports/ (pages, plots, index) from its JSON records",
+        description="Regenerate every page of the reports folder and its index (tables and PNG "
+        "plots: utilization and efficiency, cycles per instruction, FPGA resources and Fmax, "
+        "fixed-point error against width, the anchors) from the JSON records in it alone.",
+    )
+    p_report.add_argument("-o", "--output", default="reports", help="the reports folder")
+    p_report.add_argument(
+        "--anchors",
+        default=None,
+        metavar="DIR",
+        help="refresh reports/anchors/ from this folder (e.g. ../shared/anchors)",
+    )
+    p_report.add_argument("--json", action="store_true", help="print one JSON object")
+    p_report.set_defaults(func=_cmd_report)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
+        args.argv = argv
         result = args.func(args)
     except (CliError, ValueError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

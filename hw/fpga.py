@@ -12,13 +12,22 @@ import importlib
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 
 from amaranth import *
 from amaranth.lib import io, wiring
 
-__all__ = ["BOARDS", "Probe", "build", "check_fits", "dsps_per_product"]
+__all__ = [
+    "BOARDS",
+    "PROBE_FMAX_MHZ",
+    "Probe",
+    "build",
+    "check_fits",
+    "dsps_per_product",
+    "try_build",
+]
 
 # board -> (module, platform class, family, DSP cell, DSPs on the device, multiplier width)
 BOARDS = {
@@ -183,6 +192,49 @@ def build(
         "router": router or "router1",
         "tools": _tool_versions(),
     }
+
+
+# post-route Fmax of the bare multiplier-array probe per board (../shared/anchors/README.md):
+# a full design's Fmax is reported as a ratio to it
+PROBE_FMAX_MHZ = {"icebreaker": (90, 114), "ulx3s-85f": (95, 116), "orangecrab-85f": (95, 116)}
+_UTIL = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%")
+
+
+def try_build(block: wiring.Component, board: str, build_dir: Path, **kwargs) -> dict:
+    """:func:`build`, or for a build that fails (e.g. the design does not fit) a record with
+    ``error`` (nextpnr's first ERROR line) and the utilization nextpnr printed before it.
+
+    A failed nextpnr run writes no report JSON, so this is the one place that reads its log.
+    """
+    import subprocess
+
+    build_dir = Path(build_dir)
+    try:
+        return build(block, board, build_dir, **kwargs)
+    except subprocess.CalledProcessError:
+        family = _board(board)[2]
+        log = build_dir / "top.tim"
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        errors = [ln.strip() for ln in lines if ln.startswith("ERROR")]
+        resources = {}
+        for ln in lines:
+            match = _UTIL.match(ln)
+            if match and match.group(1) in _BELS[family]:
+                resources[_BELS[family][match.group(1)]] = {
+                    "used": int(match.group(2)),
+                    "available": int(match.group(3)),
+                }
+        return {
+            "board": board,
+            "family": family,
+            "error": errors[0] if errors else "the build failed (see the build directory)",
+            "fmax_mhz": None,
+            "resources": resources,
+            "resources_source": "nextpnr log (no report JSON on a failed run)",
+            "bitstream": None,
+            "seconds": None,
+            "tools": _tool_versions(),
+        }
 
 
 def _tool_versions() -> dict:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from amaranth.sim import Simulator
 
 from ..config import load_config, preset
 from ..hw.blocks import BLOCKS, make_block
-from ..hw.fpga import BOARDS, build, check_fits
+from ..hw.fpga import BOARDS, check_fits, try_build
 from ..hw.mac_array import MacArray
 from .vectors import mac_tiles
 
@@ -203,22 +202,7 @@ def cmd_fpga(args, argv):
     if args.block == "mac_array":
         expected = check_fits(block.rows * block.cols, block.a_width, block.b_width, args.board)
     build_dir = args.output / "build" / f"{args.block}_{args.board}{tag}"
-    try:
-        r = build(block, args.board, build_dir, expected_dsps=expected, router=args.router)
-    except subprocess.CalledProcessError:  # e.g. more multipliers than the device has
-        log = build_dir / "top.tim"
-        errors = [
-            ln.strip()
-            for ln in (log.read_text().splitlines() if log.exists() else [])
-            if ln.startswith("ERROR")
-        ]
-        r = {
-            "board": args.board,
-            "error": errors[0] if errors else "the build failed",
-            "fmax_mhz": None,
-            "resources": {},
-            "seconds": None,
-        }
+    r = try_build(block, args.board, build_dir, expected_dsps=expected, router=args.router)
     # the targets are for the presets as they are: a record with overrides has none
     target = None if args.set else FMAX_TARGETS.get((args.block, args.board))
     met = None if target is None or r["fmax_mhz"] is None else r["fmax_mhz"] >= target
