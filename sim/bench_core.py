@@ -137,8 +137,8 @@ def summary(out: Path):
         "# The whole core in RTL (generated)",
         "",
         f"Command: `{record['command']}` ({record['date']}, {record['machine']}); "
-        f"`python -m deltanet_hw.sim.bench_core summary -o {out}` rebuilds this page from "
-        "`core_runs.json`. Tools: "
+        "`python -m deltanet_hw.sim.bench_core summary` (or `deltanet-hw report`) rebuilds "
+        "this page from `core_runs.json`. Tools: "
         + ", ".join(f"{k} {v}" for k, v in record["tools"].items())
         + ".",
         "",
