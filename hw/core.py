@@ -508,14 +508,13 @@ class DeltaNetCore(wiring.Component):
         m.d.sync += rb_pending.eq(issue_rb)
         with m.If(rb_pending):
             m.d.sync += [rb_words.eq(S.rd_data.payload), rb_have.eq(1), rb_seg.eq(rb_seg + 1)]
-        rb_col = ((rb_seg - 1) % tiles) * L + rb_lane
         rb_final = (rb_seg == H * cfg.d_k * tiles) & (rb_lane == L - 1)
-        m.d.comb += [
-            self.state_out.valid.eq(rb_have & (rb_col < cfg.d_v)),
+        m.d.comb += [  # d_v is a multiple of L: every lane of a segment is a state word
+            self.state_out.valid.eq(rb_have),
             self.state_out.payload.data.eq(rb_words[rb_lane]),
             self.state_out.payload.last.eq(rb_final),
         ]
-        with m.If(rb_have & (self.state_out.ready | (rb_col >= cfg.d_v))):
+        with m.If(rb_have & self.state_out.ready):
             m.d.sync += rb_lane.eq(rb_lane + 1)
             with m.If(rb_lane == L - 1):
                 m.d.sync += [rb_have.eq(0), rb_lane.eq(0)]
@@ -524,7 +523,7 @@ class DeltaNetCore(wiring.Component):
 
         reads.build(m)
         writes.build(m)
-        self.probe = {
+        self.probe = {  # run-control signals, for Amaranth-simulator debugging
             "busy": busy,
             "loaded": loaded,
             "out_full": out_full,
