@@ -136,6 +136,8 @@ class BetaPhi(wiring.Component):
     """
 
     def __init__(self, cfg):
+        if cfg.feature_map == "elu1" or cfg.qk_norm != "l2":
+            self._MustUse__silence = True  # never built: no "created but never used" warning
         if cfg.feature_map == "elu1":
             raise ValueError(
                 "feature_map='elu1' is not implemented in hardware (silu, relu, identity are)"

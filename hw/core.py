@@ -81,10 +81,14 @@ class DeltaNetCore(wiring.Component):
     """The whole core of a :class:`~deltanet_hw.config.CoreConfig` (see the module docstring)."""
 
     def __init__(self, cfg):
-        check_core_config(cfg)
+        try:
+            check_core_config(cfg)
+            self.beta_phi = BetaPhi(cfg)  # refuses what BetaPhi cannot compute (elu1)
+        except ValueError:
+            self._MustUse__silence = True  # never built: no "created but never used" warning
+            raise
         self.cfg = cfg
         word = lambda width: data.StructLayout({"data": signed(width), "last": 1})  # noqa: E731
-        self.beta_phi = BetaPhi(cfg)
         super().__init__(
             {
                 "tok_in": In(stream.Signature(word(cfg.fmt_input.width))),

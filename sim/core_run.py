@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+from ..hw.microcode import check_core_config
 from .cycle_model import figures, predict_run
 from .runner import run_cocotb, write_verilog
 
@@ -43,6 +44,7 @@ def run_core(
 
     ``optimize``: an optimised Verilator build (minutes longer, about 4x faster simulation).
     """
+    check_core_config(cfg)
     for seq in sequences:
         if not 1 <= seq["tokens"] <= cfg.max_tokens:
             raise ValueError(f"tokens must be in [1, {cfg.max_tokens}], not {seq['tokens']}")
