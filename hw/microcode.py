@@ -45,6 +45,7 @@ __all__ = [
     "Step",
     "check_core_config",
     "core_program",
+    "dim_value",
     "tiles",
 ]
 
@@ -301,7 +302,8 @@ def _with_waits(instrs: list[Instr]) -> list[Instr]:
     return out
 
 
-def dim_value(cfg, dim: str, m: int) -> int:
+def dim_value(cfg, dim: str, m):
+    """The size a dimension symbol stands for (``m`` may be a signal in the hardware)."""
     return {"m": m, "dk": cfg.d_k, "dv": cfg.d_v}[dim]
 
 

@@ -29,7 +29,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from .chunk_buffer import ReadMode
 from .fixed import requantize
 from .mac_array import OFFSET_BITS, MacArray, Mask
-from .microcode import CHUNK_INPUTS, core_program
+from .microcode import CHUNK_INPUTS, core_program, dim_value
 from .solver import Solver
 
 __all__ = ["PortMux", "Scheduler"]
@@ -66,8 +66,8 @@ class Scheduler:
     ----------
     cfg : CoreConfig
     buffers : dict
-        name -> ChunkBuffer (``Q`` ``K`` ``Kt`` ``Kb`` ``Vb`` ``A`` ``T`` ``W`` ``U`` ``QK``
-        ``Vn`` ``O``) or the StateSram (``S``).
+        name -> ChunkBuffer (``Q`` ``K`` ``Kt`` ``Kb`` ``Vb`` ``A`` ``T`` ``Ts`` ``W`` ``U``
+        ``QK`` ``Vn`` ``O``) or the StateSram (``S``); shared with the solver (hw/solver.py).
     beta : memory read port
         The beta words of the chunk halves (address (half * heads + head) * chunk + row).
     reads, writes : PortMux
@@ -77,7 +77,8 @@ class Scheduler:
     ``start`` (in, pulse: run one chunk), ``mode`` (in: 0 chunk program, 1 decode program),
     ``rows`` (in: m), ``half`` (in), ``heads`` (in), ``clear`` (in: zero the counters),
     ``done`` (out, pulse: every write of the chunk landed), ``saturated`` (out, sticky),
-    ``busy_cycles`` (one counter per instruction: cycles spent on it).
+    ``busy_cycles`` (one counter per array instruction: cycles spent on it), ``counters``
+    (those and the solver's, in the order of ``microcode.op_counter_names``).
     """
 
     def __init__(self, cfg, buffers, beta, reads, writes):
@@ -112,9 +113,6 @@ class Scheduler:
         if name in CHUNK_INPUTS or name == "O":
             return (half * cfg.heads + head) * cfg.chunk_size
         return head * cfg.chunk_size  # one head's intermediates
-
-    def _dim(self, dim, m):
-        return {"m": m, "dk": self.cfg.d_k, "dv": self.cfg.d_v}[dim]
 
     def elaborate(self, m):
         cfg = self.cfg
@@ -183,7 +181,7 @@ class Scheduler:
                 with m.Case(n):
                     for t, st in enumerate(ins.steps):
                         with m.If(term == t):
-                            n_k = self._dim(st.k_dim, mrows)
+                            n_k = dim_value(self.cfg, st.k_dim, mrows)
                             if st.a_lower:
                                 m.d.comb += k_hi.eq(Mux(i0 + R < n_k, i0 + R, n_k))
                             else:
@@ -385,8 +383,8 @@ class Scheduler:
     def _advance(self, m, ins, i0, j0, term, k, mrows, next_instr):
         """After the last step of a tile of ``ins``: the next tile (or head, or instruction)."""
         R, Cc = self.cfg.array_rows, self.cfg.array_cols
-        rows = self._dim(ins.rows_dim, mrows)
-        cols = self._dim(ins.cols_dim, mrows)
+        rows = dim_value(self.cfg, ins.rows_dim, mrows)
+        cols = dim_value(self.cfg, ins.cols_dim, mrows)
         nj = j0 + Cc
         more_cols = nj < cols
         if ins.skip_upper:
@@ -538,8 +536,8 @@ class Scheduler:
         # stage 5: write the row segment (inside the result only)
         sat = []
         for n, ins in enumerate(instrs):
-            rows = self._dim(ins.rows_dim, s4_meta.m)
-            cols = self._dim(ins.cols_dim, s4_meta.m)
+            rows = dim_value(self.cfg, ins.rows_dim, s4_meta.m)
+            cols = dim_value(self.cfg, ins.cols_dim, s4_meta.m)
             here = s4_meta.valid & (s4_meta.pc == n) & (s4_meta.row < rows)
             lanes_in = Cat(*[s4_meta.j0 + col < cols for col in range(Cc)])
             sat.append(here & (s4_over & lanes_in).any())
