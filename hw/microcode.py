@@ -77,7 +77,7 @@ class Fetch:
     """Where one operand of a step is read: ``buf`` in ``mode``.
 
     Modes: ``col`` (lanes = rows i0.. of column k), ``row`` (lanes = columns i0.. or j0.. of row
-    k), ``diag`` (``col`` keeping only the solve row's lane), ``sram`` (state row k, tile j0).
+    k; the solver reads lane 0 of a ``col`` read at its row), ``sram`` (state row k, tile j0).
     """
 
     buf: str
@@ -219,7 +219,7 @@ def core_program(cfg, mode: str) -> tuple[Instr, ...]:
             )
         elif isinstance(op, Solve):
             step = Step(
-                a=Fetch(op.src, "diag"),
+                a=Fetch(op.src, "col"),
                 b=Fetch(op.dest, "row"),
                 sign=-1,
                 k_dim="m",
