@@ -20,6 +20,7 @@ __all__ = [
     "StateSramVectors",
     "beta_phi_vectors",
     "chunk_buffer_vectors",
+    "conv_weight_writes",
     "core_vectors",
     "mac_tiles",
     "state_sram_vectors",
@@ -229,6 +230,27 @@ class BetaPhiVectors:
     expected: list  # (kind, head, chan, last, data)
 
 
+def conv_weight_writes(cfg, conv_weights):
+    """Short-convolution weights ``{q, k, v: [H, d, W]}`` rounded into ``fmt_conv``.
+
+    Returns the ``conv_wr`` beats of every head, channel and tap, and the rounded weights as
+    exact floats (what the fixed-point model is given, so nothing is rounded twice).
+    """
+    from ..hw.beta_phi import Kind
+
+    writes, exact = [], {}
+    for name, kind in (("q", Kind.Q), ("k", Kind.K), ("v", Kind.V)):
+        w = cfg.fmt_conv.from_float(conv_weights[name], name)[0]  # [H, d, W]
+        exact[name] = cfg.fmt_conv.to_float(w)
+        writes += [
+            {"kind": kind, "head": h, "chan": c, "tap": t, "data": int(w[h, c, t])}
+            for h in range(w.shape[0])
+            for c in range(w.shape[1])
+            for t in range(w.shape[2])
+        ]
+    return writes, exact
+
+
 def beta_phi_vectors(cfg, tokens: int, seed: int) -> BetaPhiVectors:
     """Random core inputs through the golden fixed-point beta/phi stages (one sequence)."""
     from ..golden.fixed import beta_phi
@@ -240,16 +262,7 @@ def beta_phi_vectors(cfg, tokens: int, seed: int) -> BetaPhiVectors:
     raw = {n: cfg.fmt_input.from_float(x[n])[0][0] for n in ("q", "k", "v", "beta_logits")}
     if cfg.gated:
         raw["g"] = cfg.fmt_gate.from_float(x["g"])[0][0]
-    conv_writes = []
-    if cfg.short_conv:
-        for name, kind in (("q", Kind.Q), ("k", Kind.K), ("v", Kind.V)):
-            w = cfg.fmt_conv.from_float(x["conv_weights"][name])[0]  # [H, d, W]
-            conv_writes += [
-                {"kind": kind, "head": h, "chan": c, "tap": t, "data": int(w[h, c, t])}
-                for h in range(w.shape[0])
-                for c in range(w.shape[1])
-                for t in range(w.shape[2])
-            ]
+    conv_writes = conv_weight_writes(cfg, x["conv_weights"])[0] if cfg.short_conv else []
     words, expected = [], []
     vectors = [
         ("q", Kind.Q, "q"),
@@ -318,19 +331,9 @@ def core_vectors(cfg, tokens, *, heads=None, seed=0, mode="chunk", inputs=None, 
     fin = cfg.fmt_input
     raw = {n: fin.from_float(x[n][0], n)[0] for n in ("q", "k", "v", "beta_logits")}
     exact = {n: fin.to_float(r)[None] for n, r in raw.items()}
-    conv = None
-    conv_writes = []
+    conv, conv_writes = None, []
     if cfg.short_conv:
-        conv = {}
-        for name, kind in (("q", Kind.Q), ("k", Kind.K), ("v", Kind.V)):
-            w = cfg.fmt_conv.from_float(x["conv_weights"][name], name)[0]  # [H, d, W]
-            conv[name] = cfg.fmt_conv.to_float(w)
-            conv_writes += [
-                {"kind": kind, "head": h, "chan": c, "tap": t, "data": int(w[h, c, t])}
-                for h in range(H)
-                for c in range(w.shape[1])
-                for t in range(w.shape[2])
-            ]
+        conv_writes, conv = conv_weight_writes(cfg, x["conv_weights"])
     state_raw = np.zeros((cfg.heads, cfg.d_k, cfg.d_v), dtype=np.int64)
     if h0 is not None:
         state_raw = cfg.fmt_state.from_float(np.asarray(h0), "initial_state")[0]
