@@ -23,9 +23,10 @@ position (``row0``, ``col0``) in the whole matrix: ``lower`` keeps elements with
 
 from amaranth import *
 from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["MacArray", "Mask", "mac_layouts", "operand_widths"]
+__all__ = ["ArrayFeed", "MacArray", "Mask", "mac_layouts", "operand_widths"]
 
 PART_BITS = 14  # default longest carry chain of the accumulators
 # Wider B operands (the 32-bit state) are split into a low part of MULT_WIDTH - 1 bits and a high
@@ -330,6 +331,47 @@ class MacArray(wiring.Component):
             with m.If(load):
                 m.d.sync += self.c.payload.data[c].eq(Mux(keep, value, 0))
         return m
+
+
+class ArrayFeed:
+    """Steps into a :class:`MacArray` from memories with a one-cycle read, through a FIFO.
+
+    In the cycle a step is issued (``issue``), drive ``ctl`` (an ``a`` payload: first, last, sub,
+    mask, row0, col0; its data is not used) and the memory read commands; in the next cycle drive
+    ``a_words`` and ``b_words`` with the read data. Both enter a FIFO of ``depth`` steps that feeds
+    the array. Issue only while ``in_flight`` (steps issued and not yet taken by the array) is
+    below ``depth``: then the FIFO never overflows and the memories never wait.
+    """
+
+    def __init__(self, m, arr: MacArray, issue, depth: int, name: str):
+        step = data.StructLayout({"a": arr.a_layout, "b": arr.b_layout})
+        self.depth = depth
+        self.ctl = Signal(arr.a_layout, name=f"{name}_ctl")
+        self.a_words = Signal(arr.a_layout["data"].shape, name=f"{name}_a_words")
+        self.b_words = Signal(arr.b_layout["data"].shape, name=f"{name}_b_words")
+        self.in_flight = Signal(range(depth + 2), name=f"{name}_in_flight")
+        fifo = SyncFIFOBuffered(width=step.size, depth=depth)
+        m.submodules[name] = fifo
+        issued_q = Signal(name=f"{name}_issued")
+        ctl_q = Signal(arr.a_layout, name=f"{name}_ctl_q")
+        m.d.sync += [issued_q.eq(issue), ctl_q.eq(self.ctl)]
+        w = Signal(step, name=f"{name}_w")
+        m.d.comb += [
+            w.a.eq(ctl_q),
+            w.a.data.eq(self.a_words),
+            w.b.data.eq(self.b_words),
+            fifo.w_data.eq(w),
+            fifo.w_en.eq(issued_q),
+            self.in_flight.eq(fifo.level + issued_q),
+        ]
+        r = data.View(step, fifo.r_data)
+        m.d.comb += [
+            arr.a.valid.eq(fifo.r_rdy),
+            arr.b.valid.eq(fifo.r_rdy),
+            arr.a.payload.eq(r.a),
+            arr.b.payload.eq(r.b),
+            fifo.r_en.eq(arr.a.ready),
+        ]
 
 
 def mac_layouts(rows, cols, a_width, b_width, acc_width):

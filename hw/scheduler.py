@@ -28,7 +28,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 
 from .chunk_buffer import ReadMode
 from .fixed import requantize
-from .mac_array import OFFSET_BITS, MacArray, Mask
+from .mac_array import ArrayFeed, MacArray, Mask
 from .microcode import CHUNK_INPUTS, core_program, dim_value
 from .solver import Solver
 
@@ -144,18 +144,6 @@ class Scheduler:
         half = Signal()
         heads = Signal.like(self.heads)
 
-        step_layout = data.StructLayout(
-            {
-                "a": data.ArrayLayout(signed(arr.a_width), R),
-                "b": data.ArrayLayout(signed(arr.b_width), Cc),
-                "first": 1,
-                "last": 1,
-                "sub": 1,
-                "mask": Mask,
-                "row0": OFFSET_BITS,
-                "col0": OFFSET_BITS,
-            }
-        )
         ctx_layout = data.StructLayout(
             {
                 "pc": range(len(instrs)),
@@ -167,9 +155,6 @@ class Scheduler:
                 "m": range(cfg.chunk_size + 1),
                 "head_end": 1,  # the last tile of the instruction for this head
             }
-        )
-        m.submodules.step_fifo = step_fifo = SyncFIFOBuffered(
-            width=step_layout.size, depth=STEP_FIFO_DEPTH
         )
         m.submodules.ctx_fifo = ctx_fifo = SyncFIFOBuffered(
             width=ctx_layout.size, depth=CTX_FIFO_DEPTH
@@ -187,9 +172,8 @@ class Scheduler:
                             else:
                                 m.d.comb += k_hi.eq(n_k)
 
-        in_flight = Signal(range(STEP_FIFO_DEPTH + 2))  # reads issued, not yet in the FIFO
-        issued_q = Signal()
-        m.d.comb += in_flight.eq(step_fifo.level + issued_q)
+        issue = Signal()
+        feed = ArrayFeed(m, arr, issue, STEP_FIFO_DEPTH, "step_fifo")
         # instructions that read T wait, head by head, for the solver's rows
         solver = self.solver
         solver.elaborate(m)
@@ -200,9 +184,8 @@ class Scheduler:
                     m.d.comb += blocked.eq(solver.t_done <= head)
         can_issue = Signal()
         m.d.comb += can_issue.eq(
-            running & ~waiting & ~blocked & (in_flight < STEP_FIFO_DEPTH) & ctx_fifo.w_rdy
+            running & ~waiting & ~blocked & (feed.in_flight < STEP_FIFO_DEPTH) & ctx_fifo.w_rdy
         )
-        issue = Signal()
         m.d.comb += issue.eq(can_issue)
         last = Signal()
         m.d.comb += last.eq(k + 1 >= k_hi)
@@ -228,70 +211,29 @@ class Scheduler:
                     }[st.b.mode]
                 self.reads.add(self.buffers[st.b.buf].rd_cmd, cond, b_cmd)
 
-        # the step's control, one cycle later with the read data
-        step_w = Signal(step_layout)
+        # the step's control now, its operands one cycle later with the read data
         pc_q = Signal.like(pc)
         term_q = Signal()
-        m.d.sync += [issued_q.eq(issue), pc_q.eq(pc), term_q.eq(term)]
-        ctl_q = Signal(
-            data.StructLayout(
-                {
-                    "first": 1,
-                    "last": 1,
-                    "sub": 1,
-                    "mask": Mask,
-                    "row0": OFFSET_BITS,
-                    "col0": OFFSET_BITS,
-                }
-            )
-        )
-        sub = Signal()
-        mask = Signal(Mask)
+        m.d.sync += [pc_q.eq(pc), term_q.eq(term)]
         for n, ins in enumerate(instrs):
             with m.If(pc == n):
-                m.d.comb += mask.eq(MASKS[ins.mask])
+                m.d.comb += feed.ctl.mask.eq(MASKS[ins.mask])
                 for t, st in enumerate(ins.steps):
                     with m.If(term == t):
-                        m.d.comb += sub.eq(st.sign < 0)
-        m.d.sync += [
-            ctl_q.first.eq(k == 0),
-            ctl_q.last.eq(last),
-            ctl_q.sub.eq(sub),
-            ctl_q.mask.eq(mask),
-            ctl_q.row0.eq(i0),
-            ctl_q.col0.eq(j0),
+                        m.d.comb += feed.ctl.sub.eq(st.sign < 0)
+        m.d.comb += [
+            feed.ctl.first.eq(k == 0),
+            feed.ctl.last.eq(last),
+            feed.ctl.row0.eq(i0),
+            feed.ctl.col0.eq(j0),
         ]
         for n, ins in enumerate(instrs):
             for t, st in enumerate(ins.steps):
                 with m.If((pc_q == n) & (term_q == t)):
                     a_data = self.buffers[st.a.buf].rd_data.payload
                     b_data = self.buffers[st.b.buf].rd_data.payload
-                    m.d.comb += [step_w.a[r].eq(a_data[r]) for r in range(R)]
-                    m.d.comb += [step_w.b[c].eq(b_data[c]) for c in range(Cc)]
-        m.d.comb += [
-            step_w.first.eq(ctl_q.first),
-            step_w.last.eq(ctl_q.last),
-            step_w.sub.eq(ctl_q.sub),
-            step_w.mask.eq(ctl_q.mask),
-            step_w.row0.eq(ctl_q.row0),
-            step_w.col0.eq(ctl_q.col0),
-            step_fifo.w_data.eq(step_w),
-            step_fifo.w_en.eq(issued_q),
-        ]
-        step_r = data.View(step_layout, step_fifo.r_data)
-        m.d.comb += [
-            arr.a.valid.eq(step_fifo.r_rdy),
-            arr.b.valid.eq(step_fifo.r_rdy),
-            arr.a.payload.data.eq(step_r.a),
-            arr.a.payload.first.eq(step_r.first),
-            arr.a.payload.last.eq(step_r.last),
-            arr.a.payload.sub.eq(step_r.sub),
-            arr.a.payload.mask.eq(step_r.mask),
-            arr.a.payload.row0.eq(step_r.row0),
-            arr.a.payload.col0.eq(step_r.col0),
-            arr.b.payload.data.eq(step_r.b),
-            step_fifo.r_en.eq(arr.a.ready),
-        ]
+                    m.d.comb += [feed.a_words[r].eq(a_data[r]) for r in range(R)]
+                    m.d.comb += [feed.b_words[c].eq(b_data[c]) for c in range(Cc)]
 
         # tile context, pushed with the tile's last step
         ctx_w = Signal(ctx_layout)

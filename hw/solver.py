@@ -19,7 +19,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 
 from .chunk_buffer import ReadMode
 from .fixed import requantize
-from .mac_array import OFFSET_BITS, MacArray, Mask
+from .mac_array import ArrayFeed, MacArray, Mask
 from .microcode import BUFFER_FORMATS
 
 __all__ = ["Solver"]
@@ -74,32 +74,19 @@ class Solver:
         m.d.comb += k_hi.eq(Mux(row > j0, row, j0 + 1))
         last = Signal()
         m.d.comb += last.eq(k + 1 >= k_hi)
-        step_layout = data.StructLayout(
-            {
-                "a": signed(arr.a_width),
-                "b": data.ArrayLayout(signed(arr.b_width), Cc),
-                "first": 1,
-                "last": 1,
-                "row0": OFFSET_BITS,
-                "col0": OFFSET_BITS,
-            }
-        )
         ctx_layout = data.StructLayout(
             {"head": range(cfg.heads), "row": range(C + 1), "j0": range(C + Cc), "end": 1}
-        )
-        m.submodules.solver_steps = fifo = SyncFIFOBuffered(
-            width=step_layout.size, depth=FIFO_DEPTH
         )
         m.submodules.solver_ctx = ctx_fifo = SyncFIFOBuffered(
             width=ctx_layout.size, depth=2 * FIFO_DEPTH + 4
         )
-        issued_q = Signal()
         issue = Signal()
+        feed = ArrayFeed(m, arr, issue, FIFO_DEPTH, "solver_steps")
         m.d.comb += issue.eq(
             active
             & ~waiting
             & (self.kk_done > head)
-            & (fifo.level + issued_q < FIFO_DEPTH)
+            & (feed.in_flight < FIFO_DEPTH)
             & ctx_fifo.w_rdy
         )
         m.d.comb += tile_issued.eq(issue & last)
@@ -107,40 +94,15 @@ class Solver:
         a_buf, t_buf = self.buffers[ins.steps[0].a.buf], self.buffers["Ts"]
         self.reads.add(a_buf.rd_cmd, issue, {"mode": ReadMode.COLUMN, "i": base + row, "j": k})
         self.reads.add(t_buf.rd_cmd, issue, {"mode": ReadMode.ROW, "i": base + k, "j": j0})
-        ctl = Signal(
-            data.StructLayout({"first": 1, "last": 1, "row0": OFFSET_BITS, "col0": OFFSET_BITS})
-        )
-        m.d.sync += [
-            issued_q.eq(issue),
-            ctl.first.eq(k == j0),
-            ctl.last.eq(last),
-            ctl.row0.eq(row),
-            ctl.col0.eq(j0),
-        ]
-        step = Signal(step_layout)
         m.d.comb += [
-            step.a.eq(a_buf.rd_data.payload[0]),
-            step.first.eq(ctl.first),
-            step.last.eq(ctl.last),
-            step.row0.eq(ctl.row0),
-            step.col0.eq(ctl.col0),
-            fifo.w_data.eq(step),
-            fifo.w_en.eq(issued_q),
-        ]
-        m.d.comb += [step.b[c].eq(t_buf.rd_data.payload[c]) for c in range(Cc)]
-        out = data.View(step_layout, fifo.r_data)
-        m.d.comb += [
-            arr.a.valid.eq(fifo.r_rdy),
-            arr.b.valid.eq(fifo.r_rdy),
-            arr.a.payload.data[0].eq(out.a),
-            arr.a.payload.first.eq(out.first),
-            arr.a.payload.last.eq(out.last),
-            arr.a.payload.sub.eq(1),
-            arr.a.payload.mask.eq(Mask.LOWER),
-            arr.a.payload.row0.eq(out.row0),
-            arr.a.payload.col0.eq(out.col0),
-            arr.b.payload.data.eq(out.b),
-            fifo.r_en.eq(arr.a.ready),
+            feed.ctl.first.eq(k == j0),
+            feed.ctl.last.eq(last),
+            feed.ctl.sub.eq(1),
+            feed.ctl.mask.eq(Mask.LOWER),
+            feed.ctl.row0.eq(row),
+            feed.ctl.col0.eq(j0),
+            feed.a_words[0].eq(a_buf.rd_data.payload[0]),
+            feed.b_words.eq(t_buf.rd_data.payload),
         ]
         ctx_w = Signal(ctx_layout)
         head_end = (j0 + Cc > row) & (row + 1 == m_rows)
