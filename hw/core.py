@@ -215,15 +215,19 @@ class DeltaNetCore(wiring.Component):
         # state zeroing: one row segment per cycle
         S = bufs["S"]
         tiles = S.tiles
+
+        def segment(n):
+            """State SRAM address of row segment number n (head-major, then row, then tile)."""
+            return {
+                "head": n // (cfg.d_k * tiles),
+                "row": (n // tiles) % cfg.d_k,
+                "tile": n % tiles,
+            }
+
         writes.add(
             S.wr,
             clearing,
-            {
-                "head": clr_addr // (cfg.d_k * tiles),
-                "row": (clr_addr // tiles) % cfg.d_k,
-                "tile": clr_addr % tiles,
-                "data": 0,
-            },
+            segment(clr_addr) | {"data": 0},
         )
         with m.If(clearing):
             m.d.sync += clr_addr.eq(clr_addr + 1)
@@ -503,11 +507,7 @@ class DeltaNetCore(wiring.Component):
         reads.add(
             S.rd_cmd,
             issue_rb,
-            {
-                "head": rb_seg // (cfg.d_k * tiles),
-                "row": (rb_seg // tiles) % cfg.d_k,
-                "tile": rb_seg % tiles,
-            },
+            segment(rb_seg),
         )
         m.d.sync += rb_pending.eq(issue_rb)
         with m.If(rb_pending):
