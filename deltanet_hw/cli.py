@@ -290,7 +290,9 @@ def _cmd_synth(args) -> dict | str:
         file=sys.stderr,
         flush=True,
     )
-    rec = try_build(DeltaNetCore(cfg), args.board, build_dir, router=args.router)
+    rec = try_build(
+        DeltaNetCore(cfg), args.board, build_dir, router=args.router, breakdown=args.breakdown
+    )
     probe = PROBE_FMAX_MHZ[args.board]
     rec.update(
         config=cfg.name,
@@ -497,6 +499,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("router1", "router2"),
         default=None,
         help="nextpnr router (default: nextpnr's)",
+    )
+    p_synth.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also record resources per block (a second yosys run without flattening)",
     )
     p_synth.add_argument("-o", "--output", default="reports/fpga", help="record directory")
     p_synth.add_argument("--build-dir", default=None, help="build directory")

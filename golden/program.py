@@ -24,8 +24,10 @@ Operations (all batched over heads):
 Chunk form (C rows; gated-only operations marked [g]; ungated, Attn = QK, Qg = Q, Kd = K)::
 
     [g] Decay g -> Gamma, eG, eGCG, eGC          [g] bG = beta * eG;  bGamma = beta (rows) Gamma
-    KK = strict_lower(K K^T)      A = KK * bGamma  (ungated: beta (rows) KK)
-    T  = (I + A)^-1               Kb = bG (rows) K (ungated beta)    Vb = beta (rows) V
+    Kb = bG (rows) K (ungated beta)    Vb = beta (rows) V
+    [g] KK = strict_lower(K K^T); A = KK * bGamma    (ungated: A = strict_lower(Kb K^T), fla's
+                                                      ``k_beta @ k.T``)
+    T  = (I + A)^-1
     W  = T Kb                     U  = T Vb
     QK = lower(Q K^T)             [g] Attn = QK * Gamma;  Qg = eG (rows) Q;  Kd = eGCG (rows) K
     Vn = U - W S                  O  = Qg S + Attn Vn       S = eGC S + Kd^T Vn
@@ -167,11 +169,18 @@ def chunk_program(rows: int, gated: bool, decode: bool = False) -> Program:
                 Scale("bGamma", "fmt_beta", "Gamma", "beta", "rows"),
             ]
         ops += [
-            Product("KK", "fmt_a", (Term("K", "K", tb=True),), mask="strict_lower"),
-            Scale("A", "fmt_a", "KK", *(("bGamma", "elements") if gated else ("beta", "rows"))),
-            Solve("T", "fmt_t", "A"),
             Scale("Kb", "fmt_qk", "K", beta_k, "rows"),
             Scale("Vb", "fmt_v", "V", "beta", "rows"),
+        ]
+        if gated:
+            ops += [
+                Product("KK", "fmt_a", (Term("K", "K", tb=True),), mask="strict_lower"),
+                Scale("A", "fmt_a", "KK", "bGamma", "elements"),
+            ]
+        else:  # fla's A = k_beta @ k.T: one product of the rounded beta k
+            ops += [Product("A", "fmt_a", (Term("Kb", "K", tb=True),), mask="strict_lower")]
+        ops += [
+            Solve("T", "fmt_t", "A"),
             Product("W", "fmt_w", (Term("T", "Kb"),)),
             Product("U", "fmt_u", (Term("T", "Vb"),)),
             Product("QK", "fmt_attn", (Term("Q", "K", tb=True),), mask="lower"),

@@ -38,7 +38,7 @@ a wrong ``state_in.last`` sets STATE_FRAMING. SATURATED: some value did not fit 
 """
 
 from amaranth import *
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .beta_phi import BetaPhi, Kind, beta_phi_layouts
@@ -136,9 +136,6 @@ class DeltaNetCore(wiring.Component):
             m.submodules[f"buf_{name}"] = buf
             if name not in ("O",):
                 m.d.comb += buf.rd_data.ready.eq(1)  # every reader takes the word at once
-        beta_mem = memory.Memory(shape=signed(cfg.fmt_beta.width), depth=2 * H * C, init=[])
-        m.submodules.beta_mem = beta_mem
-        beta_rd, beta_wr = beta_mem.read_port(domain="sync"), beta_mem.write_port()
         reads, writes = PortMux(), PortMux()
 
         # ---------------- registers -------------------------------------------------------
@@ -165,7 +162,7 @@ class DeltaNetCore(wiring.Component):
                 m.d.sync += mode.eq(csr.w_data[0])
         with m.If(ctrl[CTRL_BITS["CLEAR_ERRORS"]]):
             m.d.sync += errors.eq(0)
-        sched = self.scheduler = Scheduler(cfg, bufs, beta_rd, reads, writes)
+        sched = self.scheduler = Scheduler(cfg, bufs, reads, writes)
         status = Cat(busy, done, errors.any(), reading, aborted)
         with m.Switch(csr.addr):
             for name, value in (
@@ -347,11 +344,6 @@ class DeltaNetCore(wiring.Component):
                 buf.wr.payload.j.eq(j),
                 buf.wr.payload.data.eq(words),
             ]
-        m.d.comb += [
-            beta_wr.addr.eq(base),
-            beta_wr.data.eq(o.data),
-            beta_wr.en.eq(take & (o.kind == Kind.BETA)),
-        ]
         with m.If(take & (o.kind == Kind.BETA)):
             m.d.sync += beta_cur.eq(o.data)
         token_end = take & (o.kind == Kind.V) & o.last & (o.head == Hr - 1)

@@ -23,6 +23,7 @@ __all__ = [
     "BOARDS",
     "PROBE_FMAX_MHZ",
     "Probe",
+    "block_breakdown",
     "build",
     "check_fits",
     "dsps_per_product",
@@ -200,15 +201,71 @@ PROBE_FMAX_MHZ = {"icebreaker": (90, 114), "ulx3s-85f": (95, 116), "orangecrab-8
 _UTIL = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%")
 
 
-def try_build(block: wiring.Component, board: str, build_dir: Path, **kwargs) -> dict:
-    """:func:`build`, or for a build that fails (e.g. the design does not fit) a record with
-    ``error`` (nextpnr's first ERROR line) and the utilization nextpnr printed before it.
+# yosys cell types -> breakdown columns, per family
+_CELLS = {
+    "ice40": {
+        "lut": ("SB_LUT4",),
+        "ff": ("SB_DFF",),
+        "dsp": ("SB_MAC16",),
+        "bram": ("SB_RAM40_4K",),
+    },
+    "ecp5": {
+        "lut": ("LUT4", "CCU2C"),  # a CCU2C (carry) is two LUT4s
+        "ff": ("TRELLIS_FF",),
+        "dsp": ("MULT18X18D",),
+        "bram": ("DP16KD",),
+    },
+}
 
-    A failed nextpnr run writes no report JSON, so this is the one place that reads its log.
+
+def block_breakdown(build_dir: Path, board: str) -> dict:
+    """Cells per block of the design in ``build_dir`` (``top.il`` of a build): a second yosys
+    synthesis without flattening, read from ``stat -json``.
+
+    Returns ``{block: {lut, ff, dsp, bram}}`` for each submodule of the probed block (deeper
+    modules are summed into theirs); ``core`` is the block's own logic and ``probe`` the LFSR
+    and LED fold. Counts are yosys cells before placement (``lut`` counts a CCU2C carry as two).
     """
     import subprocess
 
+    family = _board(board)[2]
+    synth = "synth_ice40 -dsp" if family == "ice40" else "synth_ecp5"
+    script = f"read_rtlil top.il; {synth} -noflatten -top top; tee -q -o top.blocks.json stat -json"
+    os.environ.setdefault("YOSYS", _TOOLS["YOSYS"])
+    subprocess.run([os.environ["YOSYS"], "-q", "-p", script], cwd=build_dir, check=True)
+    modules = json.loads((Path(build_dir) / "top.blocks.json").read_text())["modules"]
+    out: dict[str, dict[str, int]] = {}
+    for name, mod in modules.items():
+        parts = name.lstrip("\\").split(".")
+        inside = parts[:2] == ["top", "block"]
+        key = ("core" if len(parts) == 2 else parts[2]) if inside else "probe"  # or the platform's
+        row = out.setdefault(key, dict.fromkeys(_CELLS[family], 0))
+        for cell, n in mod.get("num_cells_by_type", {}).items():
+            for col, prefixes in _CELLS[family].items():
+                if cell.startswith(prefixes):
+                    row[col] += n * (2 if cell == "CCU2C" else 1)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["lut"]))
+
+
+def try_build(
+    block: wiring.Component, board: str, build_dir: Path, *, breakdown: bool = False, **kwargs
+) -> dict:
+    """:func:`build`, or for a build that fails (e.g. the design does not fit) a record with
+    ``error`` (nextpnr's first ERROR line) and the utilization nextpnr printed before it.
+    ``breakdown`` adds :func:`block_breakdown` (resources per block) to the record.
+
+    A failed nextpnr run writes no report JSON, so this is the one place that reads its log.
+    """
     build_dir = Path(build_dir)
+    rec = _try_build(block, board, build_dir, **kwargs)
+    if breakdown and (build_dir / "top.il").exists():
+        rec["breakdown"] = block_breakdown(build_dir, board)
+    return rec
+
+
+def _try_build(block, board, build_dir, **kwargs) -> dict:
+    import subprocess
+
     try:
         return build(block, board, build_dir, **kwargs)
     except subprocess.CalledProcessError:

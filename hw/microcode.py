@@ -6,12 +6,9 @@ drained sums into the rounded words the fixed-point model writes. The scheduler 
 elaborates these instructions into hardware loops; the cycle model (sim/cycle_model.py) walks
 :func:`tiles` over the same instructions. Nothing else decides the order of work.
 
-Where the program's row scalings go (same roundings, no extra pass):
-
-* ``Kb = beta (rows) K`` and ``Vb = beta (rows) V`` are computed by the loader as the words
-  arrive (beta is the first word of a head's token);
-* ``A = beta (rows) KK`` is fused into the epilogue of ``KK``: the drained row is rounded into
-  ``KK``'s format, multiplied by the row's beta and rounded again.
+The program's row scalings ``Kb = beta (rows) K`` and ``Vb = beta (rows) V`` are computed by
+the loader as the words arrive (beta is the first word of a head's token); ``A = Kb K^T`` is an
+ordinary product of them, so the epilogue only adds and rounds.
 
 Buffers (ChunkBuffer instances, lanes = array columns): the loader fills ``Q``, ``K``, ``Kt`` (a
 second copy of K for B-side reads while ``K`` feeds the A side), ``Kb``, ``Vb`` and ``beta`` for
@@ -108,8 +105,6 @@ class Instr:
     add_frac: int
     top_frac: int  # fractional bits of the exact sum
     fmt: str  # format field of the rounded result
-    scale: str | None  # fused row scale: the factor ("beta") and dest format
-    scale_fmt: str | None
     dest: str
     wait: bool  # wait for every earlier instruction's writes before the first step
 
@@ -167,12 +162,12 @@ def core_program(cfg, mode: str) -> tuple[Instr, ...]:
     # (rows, cols) of every value, in the symbols m, dk, dv
     dims = {n: ("m", "dk") for n in ("Q", "K", "Kb", "W")}
     dims |= {n: ("m", "dv") for n in ("V", "Vb", "U", "Vn", "O")}
-    dims |= {n: ("m", "m") for n in ("KK", "A", "T", "QK")}
+    dims |= {n: ("m", "m") for n in ("A", "T", "QK")}
     dims["S"] = ("dk", "dv")
 
     scales = {op.dest: op for op in program.ops if isinstance(op, Scale)}
     for dest, op in scales.items():
-        if op.how != "rows" or op.factor != "beta" or dest not in ("A", "Kb", "Vb"):
+        if op.how != "rows" or op.factor != "beta" or dest not in ("Kb", "Vb"):
             raise ValueError(f"the core cannot run the scale {dest} = {op.src} * {op.factor}")
     instrs = []
     for op in program.ops:
@@ -196,9 +191,6 @@ def core_program(cfg, mode: str) -> tuple[Instr, ...]:
                 raise ValueError(f"the core sums at most two terms ({op.dest})")
             add_frac = frac[op.add] if op.add else 0
             top = max([s.frac for s in steps] + [add_frac])
-            # a product rounded and then scaled by the loader's beta (A = beta KK)
-            fused = next((s for s in scales.values() if s.src == op.dest), None)
-            dest = fused.dest if fused else op.dest
             instrs.append(
                 Instr(
                     name=op.dest,
@@ -211,9 +203,7 @@ def core_program(cfg, mode: str) -> tuple[Instr, ...]:
                     add_frac=add_frac,
                     top_frac=top,
                     fmt=op.fmt,
-                    scale=fused.factor if fused else None,
-                    scale_fmt=fused.fmt if fused else None,
-                    dest=dest,
+                    dest=op.dest,
                     wait=False,
                 )
             )
@@ -238,14 +228,12 @@ def core_program(cfg, mode: str) -> tuple[Instr, ...]:
                     add_frac=0,
                     top_frac=step.frac,
                     fmt=op.fmt,
-                    scale=None,
-                    scale_fmt=None,
                     dest=op.dest,
                     wait=False,
                 )
             )
         elif isinstance(op, Scale):
-            continue  # loader (Kb, Vb) or fused (A)
+            continue  # the loader's (Kb, Vb)
         else:
             raise ValueError(f"the core cannot run {type(op).__name__} operations")
     # Q K^T needs neither T nor W: it runs while the solver (hw/solver.py) computes T

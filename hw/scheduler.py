@@ -11,12 +11,11 @@ Three parts, elaborated into the core's module by :class:`Scheduler`:
   only when every tile issued before it has been written; one that reads T also waits, head by
   head, for the solver.
 * **MAC array** (hw/mac_array.py), with the tile's mask and position on its last step.
-* **epilogue**: a fixed five-stage pipeline on the drained rows (never stalls): a first term's
+* **epilogue**: a fixed four-stage pipeline on the drained rows (never stalls): a first term's
   rows wait in a partial-sum FIFO for the second term; the addend (U, Vb or S) is read; the terms
-  are aligned to the exact sum's fractional bits and added; the sum
-  is rounded into the instruction's format; the fused row scale (A = beta KK) multiplies by the
-  row's beta and rounds again; the row segment is written (rows and columns outside the result
-  are dropped). Every rounding that saturates sets the sticky ``saturated``.
+  are aligned to the exact sum's fractional bits and added; the sum is rounded into the
+  instruction's format; the row segment is written (rows and columns outside the result are
+  dropped). Every rounding that saturates sets the sticky ``saturated``.
 
 The scheduler holds no memory of its own: the buffers belong to the core (hw/core.py) and the
 scheduler asks for their ports through :class:`PortMux`.
@@ -32,10 +31,11 @@ from .mac_array import ArrayFeed, MacArray, Mask
 from .microcode import CHUNK_INPUTS, core_program, dim_value
 from .solver import Solver
 
-__all__ = ["PortMux", "Scheduler"]
+__all__ = ["EPILOGUE_STAGES", "PortMux", "Scheduler"]
 
 STEP_FIFO_DEPTH = 4
 CTX_FIFO_DEPTH = 16
+EPILOGUE_STAGES = 4  # drained row -> written (the cycle model reads it)
 MASKS = {"full": Mask.FULL, "lower": Mask.LOWER, "strict_lower": Mask.STRICT_LOWER}
 
 
@@ -68,8 +68,6 @@ class Scheduler:
     buffers : dict
         name -> ChunkBuffer (``Q`` ``K`` ``Kt`` ``Kb`` ``Vb`` ``A`` ``T`` ``Ts`` ``W`` ``U``
         ``QK`` ``Vn`` ``O``) or the StateSram (``S``); shared with the solver (hw/solver.py).
-    beta : memory read port
-        The beta words of the chunk halves (address (half * heads + head) * chunk + row).
     reads, writes : PortMux
         Where the scheduler asks for command and write ports.
 
@@ -81,7 +79,7 @@ class Scheduler:
     (those and the solver's, in the order of ``microcode.op_counter_names``).
     """
 
-    def __init__(self, cfg, buffers, beta, reads, writes):
+    def __init__(self, cfg, buffers, reads, writes):
         self.cfg = cfg
         chunk, decode = core_program(cfg, "chunk"), core_program(cfg, "recurrent")
         solve = next(i for i in chunk if i.solve)
@@ -90,7 +88,7 @@ class Scheduler:
         self.entry = (0, len(chunk))  # first instruction of each mode
         self.exit = (len(chunk) - 1, len(self.instrs) - 1)
         self.solver = Solver(cfg, solve, buffers, reads, writes)
-        self.buffers, self.beta, self.reads, self.writes = buffers, beta, reads, writes
+        self.buffers, self.reads, self.writes = buffers, reads, writes
         self.array = MacArray.from_config(cfg)
         C = cfg.chunk_size
         self.start = Signal()
@@ -351,7 +349,6 @@ class Scheduler:
         shifts = [ins.top_frac - s.frac for ins in instrs for s in ins.steps]
         shifts += [ins.top_frac - ins.add_frac for ins in instrs if ins.add]
         wide = acc + max(shifts) + 2
-        beta_frac = cfg.fmt_beta.frac_bits
         c = arr.c
         m.d.comb += c.ready.eq(1)  # the epilogue never stalls
         ctx = data.View(ctx_layout, ctx_fifo.r_data)
@@ -369,7 +366,7 @@ class Scheduler:
             pfifo.r_en.eq(c.valid & is_two & (ctx.term == 1)),
         ]
 
-        # stage 1: the drained row, its place, the addend and beta reads
+        # stage 1: the drained row, its place, the addend read
         out_row = Signal(range(max(cfg.d_k, cfg.chunk_size) + R))
         m.d.comb += out_row.eq(ctx.i0 + c.payload.row)
         s1 = Signal(
@@ -412,19 +409,11 @@ class Scheduler:
                     base = self._base(ins.add, ctx.half, ctx.head)
                     cmd = {"mode": ReadMode.ROW, "i": base + out_row, "j": ctx.j0}
                 self.reads.add(self.buffers[ins.add].rd_cmd, cond, cmd)
-        m.d.comb += [
-            self.beta.addr.eq((ctx.half * cfg.heads + ctx.head) * cfg.chunk_size + out_row),
-            self.beta.en.eq(c.valid),
-        ]
 
         # stage 2: the exact sum at the instruction's fractional bits
-        s2 = Signal(
-            data.StructLayout(
-                {"sum": data.ArrayLayout(signed(wide), Cc), "beta": signed(cfg.fmt_beta.width)}
-            )
-        )
+        s2 = Signal(data.StructLayout({"sum": data.ArrayLayout(signed(wide), Cc)}))
         s2_meta = Signal.like(s1)
-        m.d.sync += [s2_meta.eq(s1), s2.beta.eq(self.beta.data)]
+        m.d.sync += s2_meta.eq(s1)
         for n, ins in enumerate(instrs):
             with m.If(s1.pc == n):
                 add = self.buffers[ins.add].rd_data.payload if ins.add else None
@@ -446,8 +435,7 @@ class Scheduler:
         )
         s3_over = Signal(Cc)
         s3_meta = Signal.like(s1)
-        s3_beta = Signal.like(s2.beta)
-        m.d.sync += [s3_meta.eq(s2_meta), s3_beta.eq(s2.beta)]
+        m.d.sync += s3_meta.eq(s2_meta)
         for g, ((fmt_name, top), members) in enumerate(groups.items()):
             fmt = getattr(cfg, fmt_name)
             sel = Cat(*[s2_meta.pc == n for n in members]).any()
@@ -456,48 +444,30 @@ class Scheduler:
                 with m.If(sel):
                     m.d.sync += [s3_raw[col].eq(raw), s3_over[col].eq(over)]
 
-        # stage 4: fused row scale (A = beta (rows) KK), rounded again
-        s4_raw = Signal.like(s3_raw)
-        s4_over = Signal(Cc)
-        s4_meta = Signal.like(s1)
-        m.d.sync += [s4_meta.eq(s3_meta), s4_raw.eq(s3_raw), s4_over.eq(s3_over)]
-        for n, ins in enumerate(instrs):
-            if not ins.scale:
-                continue
-            fmt = getattr(cfg, ins.fmt)
-            sfmt = getattr(cfg, ins.scale_fmt)
-            with m.If(s3_meta.pc == n):
-                for col in range(Cc):
-                    prod = Signal(signed(fmt.width + cfg.fmt_beta.width), name=f"scale_{col}")
-                    m.d.comb += prod.eq(s3_raw[col] * s3_beta)
-                    raw, over = requantize(
-                        m, prod, sfmt, f"scaled_{col}", frac_in=fmt.frac_bits + beta_frac
-                    )
-                    m.d.sync += [s4_raw[col].eq(raw), s4_over[col].eq(over | s3_over[col])]
-
-        # stage 5: write the row segment (inside the result only)
+        # stage 4: write the row segment (inside the result only)
         sat = []
         for n, ins in enumerate(instrs):
-            rows = dim_value(self.cfg, ins.rows_dim, s4_meta.m)
-            cols = dim_value(self.cfg, ins.cols_dim, s4_meta.m)
-            here = s4_meta.valid & (s4_meta.pc == n) & (s4_meta.row < rows)
-            lanes_in = Cat(*[s4_meta.j0 + col < cols for col in range(Cc)])
-            sat.append(here & (s4_over & lanes_in).any())
+            rows = dim_value(self.cfg, ins.rows_dim, s3_meta.m)
+            cols = dim_value(self.cfg, ins.cols_dim, s3_meta.m)
+            here = s3_meta.valid & (s3_meta.pc == n) & (s3_meta.row < rows)
+            lanes_in = Cat(*[s3_meta.j0 + col < cols for col in range(Cc)])
+            sat.append(here & (s3_over & lanes_in).any())
             dest = self.buffers[ins.dest]
             if ins.dest == "S":
-                fields = {"head": s4_meta.head, "row": s4_meta.row, "tile": s4_meta.j0 // Cc}
+                fields = {"head": s3_meta.head, "row": s3_meta.row, "tile": s3_meta.j0 // Cc}
             else:
-                base = self._base(ins.dest, s4_meta.half, s4_meta.head)
-                fields = {"mode": ReadMode.ROW, "i": base + s4_meta.row, "j": s4_meta.j0}
+                base = self._base(ins.dest, s3_meta.half, s3_meta.head)
+                fields = {"mode": ReadMode.ROW, "i": base + s3_meta.row, "j": s3_meta.j0}
             seg = Signal(dest.wr.payload.data.shape(), name=f"wr_{ins.name}")
-            m.d.comb += [seg[col].eq(s4_raw[col]) for col in range(Cc)]
+            m.d.comb += [seg[col].eq(s3_raw[col]) for col in range(Cc)]
             self.writes.add(dest.wr, here, fields | {"data": seg})
         with m.If(Cat(*sat).any()):
             m.d.sync += self.saturated.eq(1)
-        m.d.comb += tile_written.eq(s4_meta.tile_end)
-        # heads whose A (the KK instruction's result) is written: the solver may start on them
-        kk = next(n for n, ins in enumerate(instrs) if ins.scale)
+        m.d.comb += tile_written.eq(s3_meta.tile_end)
+        # heads whose A (what the solve reads) is written: the solver may start on them
+        src = self.solver.ins.steps[0].a.buf
+        a_pc = next(n for n, ins in enumerate(instrs) if ins.dest == src)
         with m.If(self.start):
-            m.d.sync += self.solver.kk_done.eq(0)
-        with m.Elif(s4_meta.tile_end & s4_meta.head_end & (s4_meta.pc == kk)):
-            m.d.sync += self.solver.kk_done.eq(self.solver.kk_done + 1)
+            m.d.sync += self.solver.a_done.eq(0)
+        with m.Elif(s3_meta.tile_end & s3_meta.head_end & (s3_meta.pc == a_pc)):
+            m.d.sync += self.solver.a_done.eq(self.solver.a_done + 1)

@@ -5,7 +5,7 @@ On the R x C array each of its tiles would hold the whole array for its drain; h
 1 x C row of multipliers of its own (a :class:`~deltanet_hw.hw.mac_array.MacArray` with one
 row) while the array computes the other instructions, so the solve's cost hides behind them.
 
-For head h (once its rows of A are written, ``kk_done > h``), row i, column tile j0 <= i:
+For head h (once its rows of A are written, ``a_done > h``), row i, column tile j0 <= i:
 ``T[i, j0:j0+C] = round(e_i - sum_{j0 <= k < max(i, j0 + 1)} A[i, k] T[k, j0:j0+C])``, lower
 mask (zeros above the diagonal), exactly the tiles of the solve instruction
 (:func:`~deltanet_hw.hw.microcode.tiles`). Row i + 1 starts when row i is written. T is written
@@ -32,7 +32,7 @@ class Solver:
     """The solver of a core (see the module docstring); elaborated into the core's module.
 
     Signals: ``start`` (in, pulse: a chunk begins), ``rows`` (in: m), ``heads`` (in),
-    ``kk_done`` (in: heads whose A is written), ``t_done`` (out: heads whose T is written),
+    ``a_done`` (in: heads whose A is written), ``t_done`` (out: heads whose T is written),
     ``saturated`` (out, sticky), ``clear`` (in), ``busy_cycles`` (out: cycles with work).
     """
 
@@ -47,7 +47,7 @@ class Solver:
         self.start = Signal()
         self.rows = Signal(range(C + 1))
         self.heads = Signal(range(H + 1))
-        self.kk_done = Signal(range(H + 1))
+        self.a_done = Signal(range(H + 1))
         self.t_done = Signal(range(H + 1))
         self.saturated = Signal()
         self.clear = Signal()
@@ -85,7 +85,7 @@ class Solver:
         m.d.comb += issue.eq(
             active
             & ~waiting
-            & (self.kk_done > head)
+            & (self.a_done > head)
             & (feed.in_flight < FIFO_DEPTH)
             & ctx_fifo.w_rdy
         )

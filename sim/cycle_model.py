@@ -10,7 +10,7 @@ timing rules of the hardware, without simulating signals:
   step; an instruction marked ``wait`` issues its first step ``RESTART`` cycles after the last
   write it waits for;
 * the solver (hw/solver.py) is a second engine with the same rules on its 1 x C row: head h
-  starts once head h's ``KK`` tiles are written, each row waits for the row before; ``W`` and
+  starts once head h's ``A`` tiles are written, each row waits for the row before; ``W`` and
   ``U`` of head h wait for head h's last solver row;
 * chunks: chunk n computes when it is loaded (one input word per cycle through BetaPhi, whose
   words per cycle and latency are those of the block) and the output half is free; outputs leave
@@ -29,13 +29,13 @@ from functools import cache
 
 from ..hw.mac_array import MacArray
 from ..hw.microcode import core_program, tiles
+from ..hw.scheduler import EPILOGUE_STAGES
 from ..hw.solver import EPILOGUE_STAGES as SOLVER_EPILOGUE_STAGES
 from ..hw.solver import Solver
 
 __all__ = ["figures", "minimal_macs", "predict_chunk", "predict_run"]
 
 FETCH_LATENCY = 3  # issue -> read data -> step FIFO -> array
-EPILOGUE_STAGES = 5  # drained row -> written
 RESTART = 1  # last write -> next step issued
 BETA_PHI_LATENCY = 40  # first input word -> first word in the chunk buffers (beta/phi pipeline)
 OUTPUT_LATENCY = 2
@@ -118,8 +118,9 @@ def predict_chunk(cfg, m: int, heads: int, mode: str) -> tuple[int, dict]:
     main = _Engine(arr, EPILOGUE_STAGES)
     instrs = core_program(cfg, mode)
     per_op: dict[str, int] = {}
-    kk_written: list[int] = []  # per head: its A rows are written
+    a_written: list[int] = []  # per head: its A rows are written
     t_written: list[int] = []  # per head: its T rows are written
+    solve_src = next(i.steps[0].a.buf for i in instrs if i.solve) if mode == "chunk" else None
     for ins in instrs:
         if ins.solve:  # the solver's own row of multipliers, beside the array
             solver = _Engine(row_arr, SOLVER_EPILOGUE_STAGES)
@@ -130,7 +131,7 @@ def predict_chunk(cfg, m: int, heads: int, mode: str) -> tuple[int, dict]:
                 if h != prev[0]:
                     if prev[0] is not None:
                         t_written.append(solver.written)
-                    solver.wait_until(kk_written[h] + 1)
+                    solver.wait_until(a_written[h] + 1)
                 prev = (h, row)
                 solver.tile(k_hi - k_lo)
             t_written.append(solver.written)
@@ -141,14 +142,14 @@ def predict_chunk(cfg, m: int, heads: int, mode: str) -> tuple[int, dict]:
             main.wait_writes()
         prev_head = None
         for h, _i0, _j0, _row, _term, k_lo, k_hi in tiles(cfg, ins, m, heads):
-            if prev_head is not None and h != prev_head and ins.scale:
-                kk_written.append(main.written)  # the previous head's last KK tile
+            if prev_head is not None and h != prev_head and ins.dest == solve_src:
+                a_written.append(main.written)  # the previous head's last A tile
             if ins.reads_t and h != prev_head:
                 main.wait_until(t_written[h] + 1)
             prev_head = h
             main.tile(k_hi - k_lo)
-        if ins.scale:
-            kk_written.append(main.written)
+        if ins.dest == solve_src:
+            a_written.append(main.written)
         per_op[ins.name] = per_op.get(ins.name, 0) + main.t - begin
     return main.written + 1, per_op
 

