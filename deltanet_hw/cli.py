@@ -235,6 +235,7 @@ def _cmd_sweep(args) -> dict | str:
         scheduler=args.scheduler,
         workers=args.workers,
         output=args.output,
+        command="deltanet-hw " + " ".join(args.argv),
     )
     failed = [r for r in records if "error" in r]
     front = pareto(records)

@@ -166,6 +166,8 @@ def build(
     }
     if family == "ice40":
         kwargs["synth_opts"] = "-dsp"
+    else:  # YoWASP yosys 0.70's ABC9 fails an internal assert on the whole core (ECP5): use ABC
+        kwargs["synth_opts"] = "-noabc9"
     platform.build(Probe(block), name="top", build_dir=str(build_dir), do_program=False, **kwargs)
     seconds = time.perf_counter() - t0
     stat = json.loads((build_dir / "top.stat.json").read_text())
@@ -229,7 +231,7 @@ def block_breakdown(build_dir: Path, board: str) -> dict:
     import subprocess
 
     family = _board(board)[2]
-    synth = "synth_ice40 -dsp" if family == "ice40" else "synth_ecp5"
+    synth = "synth_ice40 -dsp" if family == "ice40" else "synth_ecp5 -noabc9"
     script = f"read_rtlil top.il; {synth} -noflatten -top top; tee -q -o top.blocks.json stat -json"
     os.environ.setdefault("YOSYS", _TOOLS["YOSYS"])
     subprocess.run([os.environ["YOSYS"], "-q", "-p", script], cwd=build_dir, check=True)
@@ -270,8 +272,10 @@ def _try_build(block, board, build_dir, **kwargs) -> dict:
         return build(block, board, build_dir, **kwargs)
     except subprocess.CalledProcessError:
         family = _board(board)[2]
-        log = build_dir / "top.tim"
-        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        lines = []
+        for log in ("top.rpt", "top.tim"):  # yosys's log, then nextpnr's
+            if (build_dir / log).exists():
+                lines += (build_dir / log).read_text(errors="replace").splitlines()
         errors = [ln.strip() for ln in lines if ln.startswith("ERROR")]
         resources = {}
         for ln in lines:

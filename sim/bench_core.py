@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..config import load_config
 from .core_run import run_core, sequence
+from .plots import footer
 
 __all__ = ["RUNS", "decode_bound", "main"]
 
@@ -100,7 +101,7 @@ def cmd_run(args, argv):
     summary(out)
 
 
-def _plot(runs, path):
+def _plot(runs, path, command, tools):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,7 +125,7 @@ def _plot(runs, path):
     ax.set_ylabel("share of the run's cycles")
     ax.set_title("Cycles per instruction (RTL counters, Verilator): array stacked, solver beside")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+    footer(fig, command, tools)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -132,7 +133,7 @@ def _plot(runs, path):
 def summary(out: Path):
     record = json.loads((out / "core_runs.json").read_text())
     runs = record["runs"]
-    _plot(runs, out / "cycles_by_op.png")
+    _plot(runs, out / "cycles_by_op.png", record["command"], record["tools"])
     lines = [
         "# The whole core in RTL (generated)",
         "",

@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from .plots import footer
+
 __all__ = ["report"]
 
 PAGES = {
@@ -89,7 +91,7 @@ def _pages(root: Path):
         _log("core/README.md, core/cycles_by_op.png")
 
 
-def _plot_figures(runs, path):
+def _plot_figures(runs, path, command, tools):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,12 +109,12 @@ def _plot_figures(runs, path):
     ax.set_ylabel("share of R x C MACs per cycle")
     ax.set_title("Utilization and efficiency per preset and mode (RTL, no stalls)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    footer(fig, command, tools)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def _plot_resources(builds, path):
+def _plot_resources(builds, path):  # each build's command is in the table under the plot
     import matplotlib
 
     matplotlib.use("Agg")
@@ -140,7 +142,7 @@ def _plot_resources(builds, path):
     ax.set_ylabel("% of the device")
     ax.set_title("Whole-core resources per board (yosys/nextpnr)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
+    footer(fig, "deltanet-hw synth --board BOARD --config C", builds[0]["tools"])
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -175,7 +177,7 @@ def report(root="reports", anchors=None) -> Path:
     lines.append("- golden model speed: `golden_speed.json`")
     lines += ["", "## The core: utilization and efficiency per preset and mode", ""]
     if core:
-        _plot_figures(core["runs"], root / "figures.png")
+        _plot_figures(core["runs"], root / "figures.png", core["command"], core["tools"])
         lines += [
             f"Command: `{core['command']}` ({core['date']}). Utilization = minimal MACs / "
             "(R x C x cycles), efficiency = 3 K V x tokens x heads / (R x C x cycles); cycles "
@@ -233,7 +235,18 @@ def report(root="reports", anchors=None) -> Path:
                 f"| {b['config']} | {b['board']} | {fmax} | {ratio} | {tps} | {res} | "
                 f"`{b['command']}` |"
             )
-        lines += ["", "![resources per board](resources.png)"]
+        tools = {json.dumps(b["tools"], sort_keys=True) for b in builds}
+        lines += [
+            "",
+            "Tools: "
+            + "; ".join(
+                ", ".join(f"{k} {v}" for k, v in json.loads(t).items() if v) for t in sorted(tools)
+            )
+            + ". Fmax is nextpnr's post-route figure for the board's clock constraint; tokens/s "
+            "= the core's measured chunk-mode tokens per cycle (above) x Fmax.",
+            "",
+            "![resources per board](resources.png)",
+        ]
         for b in builds:
             if not b.get("breakdown"):
                 continue

@@ -23,6 +23,8 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
+from .plots import footer
+
 __all__ = ["make_points", "pareto", "run_point", "sweep"]
 
 FIELDS = (
@@ -152,6 +154,7 @@ def sweep(
     output="reports/sweep",
     build_root=None,
     log=None,
+    command=None,
 ) -> list[dict]:
     """Run every point on Dask; write JSON, CSV and the Pareto plot to ``output``."""
     from dask.distributed import Client, LocalCluster, as_completed
@@ -205,6 +208,8 @@ def sweep(
         "mode": mode,
         "fmax_mhz": fmax_mhz,
         "rtl": rtl,
+        "command": command or f"deltanet-hw sweep --config {base.name}",
+        "tools": _versions(),
         "points": records,
     }
     (out / "sweep.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -214,6 +219,16 @@ def sweep(
         w.writerows(records)
     _plot(records, front, out / "pareto.png", meta)
     return records
+
+
+def _versions() -> dict:
+    import platform
+    from importlib.metadata import version
+
+    return {
+        "python": platform.python_version(),
+        **{pkg: version(pkg) for pkg in ("amaranth", "dask", "distributed", "numpy")},
+    }
 
 
 def _plot(records, front, path, meta):
@@ -241,6 +256,6 @@ def _plot(records, front, path, meta):
     )
     ax.set_xscale("log", base=2)
     ax.legend()
-    fig.tight_layout()
+    footer(fig, meta["command"], meta["tools"])
     fig.savefig(path, dpi=100)
     plt.close(fig)
