@@ -278,7 +278,7 @@ def _cmd_synth(args) -> dict | str:
     from pathlib import Path
 
     from .hw.core import DeltaNetCore
-    from .hw.fpga import PROBE_FMAX_MHZ, try_build
+    from .hw.fpga import BOARDS, PROBE_FMAX_MHZ, try_build
 
     cfg = load_config(args.config, args.set)
     tag = "".join(f"_{o.replace('=', '')}" for o in args.set)  # overrides name the record
@@ -292,7 +292,12 @@ def _cmd_synth(args) -> dict | str:
         flush=True,
     )
     rec = try_build(
-        DeltaNetCore(cfg), args.board, build_dir, router=args.router, breakdown=args.breakdown
+        DeltaNetCore(cfg),
+        args.board,
+        build_dir,
+        router=args.router,
+        breakdown=args.breakdown,
+        flatten=BOARDS[args.board][2] == "ice40",  # see hw.fpga.build (ABC9 on ECP5)
     )
     probe = PROBE_FMAX_MHZ[args.board]
     rec.update(

@@ -144,13 +144,17 @@ def build(
     *,
     expected_dsps=None,
     router: str | None = None,
+    flatten: bool = True,
 ) -> dict:
     """Synthesise, place and route ``block`` (inside a :class:`Probe`) for ``board``.
 
     Returns a record with ``board``, ``device``, ``fmax_mhz``, ``resources`` (used/available per
     resource), ``dsp_cells`` and the tool versions; ``expected_dsps`` is recorded for checks.
     ``router`` picks nextpnr's router (``router1``, its default, or ``router2``, faster on large
-    designs).
+    designs). ``flatten=False`` synthesises an ECP5 design block by block (``synth_ecp5
+    -noflatten``; nextpnr flattens it when it reads it): YoWASP yosys 0.70's ABC9 fails an
+    internal assertion (``GetSize(conn.first) == GetSize(conn.second)``) on the whole flattened
+    core, and not block by block.
     """
     module, cls, family, dsp_cell, _, _ = _board(board)
     for var, tool in _TOOLS.items():
@@ -166,8 +170,8 @@ def build(
     }
     if family == "ice40":
         kwargs["synth_opts"] = "-dsp"
-    else:  # YoWASP yosys 0.70's ABC9 fails an internal assert on the whole core (ECP5): use ABC
-        kwargs["synth_opts"] = "-noabc9"
+    elif flatten is False:
+        kwargs["synth_opts"] = "-noflatten"
     platform.build(Probe(block), name="top", build_dir=str(build_dir), do_program=False, **kwargs)
     seconds = time.perf_counter() - t0
     stat = json.loads((build_dir / "top.stat.json").read_text())
@@ -231,7 +235,7 @@ def block_breakdown(build_dir: Path, board: str) -> dict:
     import subprocess
 
     family = _board(board)[2]
-    synth = "synth_ice40 -dsp" if family == "ice40" else "synth_ecp5 -noabc9"
+    synth = "synth_ice40 -dsp" if family == "ice40" else "synth_ecp5"
     script = f"read_rtlil top.il; {synth} -noflatten -top top; tee -q -o top.blocks.json stat -json"
     os.environ.setdefault("YOSYS", _TOOLS["YOSYS"])
     subprocess.run([os.environ["YOSYS"], "-q", "-p", script], cwd=build_dir, check=True)
