@@ -232,6 +232,7 @@ def _cmd_sweep(args) -> dict | str:
         mode=args.mode,
         fmax_mhz=args.fmax_mhz,
         rtl=args.rtl,
+        fpga=args.fpga,
         scheduler=args.scheduler,
         workers=args.workers,
         output=args.output,
@@ -343,6 +344,8 @@ def _cmd_report(args) -> dict | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .hw.fpga import BOARDS as FPGA_BOARDS
+
     parser = _Parser(
         prog="deltanet-hw",
         description="Design, verify and measure hardware for DeltaNet (delta-rule linear "
@@ -474,6 +477,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also simulate every point's RTL (slow)",
     )
     p_sweep.add_argument(
+        "--fpga",
+        metavar="BOARD",
+        choices=sorted(FPGA_BOARDS),
+        default=None,
+        help="also build every point's core for BOARD (resources, Fmax; minutes to hours each)",
+    )
+    p_sweep.add_argument(
         "--scheduler",
         default=None,
         metavar="ADDRESS",
@@ -485,8 +495,6 @@ def build_parser() -> argparse.ArgumentParser:
     p_sweep.add_argument("-o", "--output", default="reports/sweep", help="output directory")
     p_sweep.add_argument("--json", action="store_true", help="print one JSON object")
     p_sweep.set_defaults(func=_cmd_sweep)
-
-    from .hw.fpga import BOARDS as FPGA_BOARDS
 
     p_synth = sub.add_parser(
         "synth",

@@ -4,12 +4,16 @@ A point is a config: the base preset with an array shape, a chunk size, a head d
 (d_k = d_v) and a data width (``default_formats(data_bits, io_bits, state_bits)``, the
 accumulator sized to the exact sums it needs). For each point the cycle model predicts a run
 (fast); with ``rtl`` the core's RTL is simulated on the same run and compared with the
-fixed-point model. Points run in parallel on ``dask.distributed``: a local cluster by default, or
-an existing scheduler by address. A point that fails (an invalid config, a simulation mismatch)
-is recorded with its error; the sweep goes on.
+fixed-point model; with ``fpga`` (a board) the core is built for it (``hw.fpga.try_build``):
+resources, post-route Fmax and tokens/s at that Fmax, or the build's error (a point that does not
+fit keeps its cycle-model figures and the resources nextpnr counted). Points run in parallel on
+``dask.distributed``: a local cluster by default, or an existing scheduler by address. A point
+that fails (an invalid config, a simulation mismatch) is recorded with its error; the sweep goes
+on.
 
 Outputs: ``sweep.json`` and ``sweep.csv`` (one row per point) and ``pareto.png``: tokens per
-second (at ``fmax_mhz``) against the multipliers of the point, the Pareto front marked.
+second (at ``fmax_mhz``) against the multipliers of the point, the Pareto front marked, and
+with ``fpga`` a second panel against the LUTs (logic cells on iCE40) of the builds.
 """
 
 from __future__ import annotations
@@ -41,6 +45,13 @@ FIELDS = (
     "tokens_per_s",
     "rtl_cycles",
     "rtl_mismatches",
+    "board",
+    "luts",
+    "dsps",
+    "brams",
+    "fmax_mhz",
+    "tokens_per_s_at_fmax",
+    "fpga_error",
     "seconds",
 )
 
@@ -88,6 +99,7 @@ def run_point(
     fmax_mhz: float,
     rtl: str | None,
     build_root: str | None,
+    fpga: str | None = None,
 ) -> dict:
     """Evaluate one point (runs on a Dask worker); errors are returned, not raised."""
     from ..config import CoreConfig
@@ -121,12 +133,38 @@ def run_point(
                 stall_p=0.0,
             )[0]
             rec.update(rtl_cycles=run["cycles"], rtl_mismatches=run["mismatches"])
+        if fpga:
+            rec.update(_build_point(cfg, fpga, Path(build_root), rec["tokens_per_cycle"]))
     except Exception as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         rec["error"] = f"{type(exc).__name__}: {msg}"
         rec["traceback"] = traceback.format_exc(limit=3)
     rec["seconds"] = time.perf_counter() - t0
     return rec
+
+
+def _build_point(cfg, board: str, build_root: Path, tokens_per_cycle: float) -> dict:
+    """The core of ``cfg`` built for ``board``: resources, Fmax, tokens/s at that Fmax."""
+    from ..hw.core import DeltaNetCore
+    from ..hw.fpga import BOARDS, try_build
+
+    family = BOARDS[board][2]
+    b = try_build(
+        DeltaNetCore(cfg), board, build_root / f"{cfg.name}_{board}", flatten=family == "ice40"
+    )
+    res = b["resources"]
+    used = {k: v["used"] for k, v in res.items()}
+    out = {
+        "board": board,
+        "luts": used.get("luts", used.get("logic_cells")),
+        "dsps": used.get("dsp"),
+        "brams": used.get("bram"),
+        "fmax_mhz": b["fmax_mhz"],
+        "fpga_error": b.get("error"),
+    }
+    if b["fmax_mhz"]:
+        out["tokens_per_s_at_fmax"] = tokens_per_cycle * b["fmax_mhz"] * 1e6
+    return out
 
 
 def pareto(records, x="multipliers", y="tokens_per_s") -> list[dict]:
@@ -149,6 +187,7 @@ def sweep(
     mode="chunk",
     fmax_mhz=100.0,
     rtl=None,
+    fpga=None,
     scheduler=None,
     workers=2,
     output="reports/sweep",
@@ -182,6 +221,7 @@ def sweep(
             fmax_mhz=fmax_mhz,
             rtl=rtl,
             build_root=build_root,
+            fpga=fpga,
             pure=False,
         )
         records = []
@@ -208,6 +248,7 @@ def sweep(
         "mode": mode,
         "fmax_mhz": fmax_mhz,
         "rtl": rtl,
+        "fpga": fpga,
         "command": command or f"deltanet-hw sweep --config {base.name}",
         "tools": _versions(),
         "points": records,
@@ -238,7 +279,9 @@ def _plot(records, front, path, meta):
     import matplotlib.pyplot as plt
 
     ok = [r for r in records if "error" not in r]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    built = [r for r in ok if r.get("luts")]
+    fig, axes = plt.subplots(1, 2 if built else 1, figsize=(11 if built else 7, 4.5), squeeze=False)
+    ax = axes[0][0]
     if ok:
         ax.scatter(
             [r["multipliers"] for r in ok], [r["tokens_per_s"] for r in ok], s=18, label="points"
@@ -256,6 +299,32 @@ def _plot(records, front, path, meta):
     )
     ax.set_xscale("log", base=2)
     ax.legend()
+    if built:  # the FPGA builds: LUTs, and tokens/s at each build's own Fmax where it routed
+        ax = axes[0][1]
+        ax.scatter(
+            [r["luts"] for r in built],
+            [r["tokens_per_s"] for r in built],
+            s=18,
+            label=f"at {meta['fmax_mhz']:g} MHz",
+        )
+        routed = [r for r in built if r.get("tokens_per_s_at_fmax")]
+        ax.scatter(
+            [r["luts"] for r in routed],
+            [r["tokens_per_s_at_fmax"] for r in routed],
+            marker="x",
+            label="at the build's Fmax",
+        )
+        lut_front = pareto(built, x="luts")
+        ax.plot(
+            [r["luts"] for r in lut_front],
+            [r["tokens_per_s"] for r in lut_front],
+            "r.-",
+            label="Pareto front",
+        )
+        ax.set_xlabel(f"LUTs on {meta['fpga']} (nextpnr; failed builds: their count at failure)")
+        ax.set_ylabel("tokens/s")
+        ax.set_title("Against LUTs (FPGA builds)")
+        ax.legend(fontsize=8)
     footer(fig, meta["command"], meta["tools"])
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -3,6 +3,8 @@
 import csv
 import json
 
+import pytest
+
 from deltanet_hw.config import load_config
 from deltanet_hw.sim.sweep import make_points, pareto, point_config, sweep
 
@@ -45,3 +47,25 @@ def test_sweep_on_a_local_cluster_records_failures(tmp_path):
     with open(tmp_path / "sweep.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6 and (tmp_path / "pareto.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_sweep_builds_points_for_a_board(tmp_path):
+    """--fpga: each point's core is built; one that does not fit keeps its figures and the
+    resources nextpnr counted, with the build's error (the ice40 core does not fit the UP5K)."""
+    points = make_points(["2x4"], [16], [16], [16])
+    recs = sweep(
+        load_config("ice40"),
+        points,
+        tokens=32,
+        heads=2,
+        output=tmp_path,
+        workers=1,
+        fpga="icebreaker",
+    )
+    (r,) = recs
+    assert "error" not in r and r["predicted_cycles"] > 0 and r["board"] == "icebreaker"
+    assert r["luts"] > 5280 and r["dsps"] > 8 and r["fmax_mhz"] is None
+    assert "Unable to place" in r["fpga_error"]
+    data = json.loads((tmp_path / "sweep.json").read_text())
+    assert data["fpga"] == "icebreaker" and data["points"][0]["luts"] == r["luts"]
