@@ -411,7 +411,7 @@ class Scheduler:
                 self.reads.add(self.buffers[ins.add].rd_cmd, cond, cmd)
 
         # stage 2: the exact sum at the instruction's fractional bits
-        s2 = Signal(data.StructLayout({"sum": data.ArrayLayout(signed(wide), Cc)}))
+        s2_sum = Signal(data.ArrayLayout(signed(wide), Cc))
         s2_meta = Signal.like(s1)
         m.d.sync += s2_meta.eq(s1)
         for n, ins in enumerate(instrs):
@@ -424,7 +424,7 @@ class Scheduler:
                         total = total + (s1.partial[col] << (ins.top_frac - ins.steps[0].frac))
                     if add is not None:
                         total = total + (add[col] << (ins.top_frac - ins.add_frac))
-                    m.d.sync += s2.sum[col].eq(total)
+                    m.d.sync += s2_sum[col].eq(total)
 
         # stage 3: rounded into the instruction's format (one rounder per format and fraction)
         groups = {}
@@ -440,7 +440,7 @@ class Scheduler:
             fmt = getattr(cfg, fmt_name)
             sel = Cat(*[s2_meta.pc == n for n in members]).any()
             for col in range(Cc):
-                raw, over = requantize(m, s2.sum[col], fmt, f"round{g}_{col}", frac_in=top)
+                raw, over = requantize(m, s2_sum[col], fmt, f"round{g}_{col}", frac_in=top)
                 with m.If(sel):
                     m.d.sync += [s3_raw[col].eq(raw), s3_over[col].eq(over)]
 
