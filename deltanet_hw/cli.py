@@ -299,6 +299,7 @@ def _cmd_synth(args) -> dict | str:
         router=args.router,
         breakdown=args.breakdown,
         flatten=BOARDS[args.board][2] == "ice40",  # see hw.fpga.build (ABC9 on ECP5)
+        place_only=args.no_route,
     )
     probe = PROBE_FMAX_MHZ[args.board]
     rec.update(
@@ -325,7 +326,9 @@ def _cmd_synth(args) -> dict | str:
     result = {
         "board": args.board,
         "config": cfg.name,
+        "stage": rec["stage"],
         "fmax_mhz": rec["fmax_mhz"],
+        "fmax_placed_mhz": rec["fmax_placed_mhz"],
         "fmax_over_probe": rec["fmax_over_probe"],
         "resources": rec["resources"],
         "bitstream": rec["bitstream"],
@@ -513,6 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("router1", "router2"),
         default=None,
         help="nextpnr router (default: nextpnr's)",
+    )
+    p_synth.add_argument(
+        "--no-route",
+        action="store_true",
+        help="stop after placement: proves the core fits and places, with nextpnr's pre-route "
+        "Fmax estimate and no bitstream (routing a large core takes hours)",
     )
     p_synth.add_argument(
         "--breakdown",

@@ -155,6 +155,7 @@ def build(
     expected_dsps=None,
     router: str | None = None,
     flatten: bool = True,
+    place_only: bool = False,
 ) -> dict:
     """Synthesise, place and route ``block`` (inside a :class:`Probe`) for ``board``.
 
@@ -164,7 +165,9 @@ def build(
     designs). ``flatten=False`` synthesises an ECP5 design block by block (``synth_ecp5
     -noflatten``; nextpnr flattens it when it reads it): YoWASP yosys 0.70's ABC9 fails an
     internal assertion (``GetSize(conn.first) == GetSize(conn.second)``) on the whole flattened
-    core, and not block by block.
+    core, and not block by block. ``place_only`` stops nextpnr after placement (``--no-route``):
+    the record proves the design fits and places, ``fmax_mhz`` is None and ``fmax_placed_mhz`` is
+    nextpnr's pre-route estimate; no bitstream is kept.
     """
     module, cls, family, dsp_cell, _, _ = _board(board)
     for var, tool in _TOOLS.items():
@@ -176,7 +179,9 @@ def build(
         raise ValueError(f"router must be router1 or router2, not {router!r}")
     kwargs = {
         "script_after_synth": "tee -q -o top.stat.json stat -json",
-        "nextpnr_opts": "--report top.report.json" + (f" --router {router}" if router else ""),
+        "nextpnr_opts": "--report top.report.json"
+        + (f" --router {router}" if router else "")
+        + (" --no-route" if place_only else ""),
     }
     if family == "ice40":
         kwargs["synth_opts"] = "-dsp"
@@ -194,11 +199,16 @@ def build(
             resources[name] = {"used": u["used"], "available": u["available"]}
     fmax = {clk: v["achieved"] for clk, v in report["fmax"].items()}
     bitstream = build_dir / ("top.bin" if family == "ice40" else "top.bit")
+    if place_only:  # the packer ran on an unrouted design: not a bitstream anyone should load
+        bitstream.unlink(missing_ok=True)
+    best = min(fmax.values()) if fmax else None
     return {
         "board": board,
         "device": platform.device,
         "family": family,
-        "fmax_mhz": min(fmax.values()) if fmax else None,
+        "stage": "placed (not routed)" if place_only else "routed",
+        "fmax_mhz": None if place_only else best,
+        "fmax_placed_mhz": best if place_only else None,
         "fmax_by_clock": fmax,
         "constraint_mhz": {clk: v["constraint"] for clk, v in report["fmax"].items()},
         "resources": resources,
@@ -302,8 +312,10 @@ def _try_build(block, board, build_dir, **kwargs) -> dict:
         return {
             "board": board,
             "family": family,
+            "stage": "failed",
             "error": errors[0] if errors else "the build failed (see the build directory)",
             "fmax_mhz": None,
+            "fmax_placed_mhz": None,
             "resources": resources,
             "resources_source": "nextpnr log (no report JSON on a failed run)",
             "bitstream": None,

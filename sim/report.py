@@ -134,7 +134,9 @@ def _plot_resources(builds, path):  # each build's command is in the table under
             [i + n * width for i in range(len(names))],
             vals,
             width,
-            label=f"{b['config']} on {b['board']}" + (" (does not fit)" if b.get("error") else ""),
+            label=f"{b['config']} on {b['board']}"
+            + (" (does not fit)" if b.get("error") else "")
+            + (" (placed, not routed)" if b.get("fmax_placed_mhz") else ""),
         )
     ax.axhline(100, color="r", lw=1)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(names))])
@@ -225,7 +227,12 @@ def report(root="reports", anchors=None) -> Path:
                 ]
                 if runs:
                     tps = f"{runs[0]['tokens_per_cycle'] * b['fmax_mhz'] * 1e6:.4g}"
-            fmax = f"{b['fmax_mhz']:.1f}" if b["fmax_mhz"] else f"does not build: {b['error']}"
+            if b["fmax_mhz"]:
+                fmax = f"{b['fmax_mhz']:.1f}"
+            elif b.get("fmax_placed_mhz"):
+                fmax = f"placed, not routed (pre-route estimate {b['fmax_placed_mhz']:.1f})"
+            else:
+                fmax = f"does not build: {b['error']}"
             ratio = (
                 f"{b['fmax_over_probe'][1]:.2f}-{b['fmax_over_probe'][0]:.2f}"
                 if b.get("fmax_over_probe")
