@@ -14,8 +14,12 @@ Named presets (ARCHITECTURE.md section 5):
 ``small``
     d_k = d_v = 64, chunk 32, 8x8 array, 4 heads: the benchmark configuration.
 ``ecp5``
-    d_k = d_v = 128, chunk 64, 8x8 array: the largest core for a ULX3S-85F (156 MULT18X18D; an
-    18 x 32-bit product of data and state takes two, so 8x8 processing elements use 128).
+    d_k = d_v = 128 (fla's head size), chunk 64 (fla's), 8x8 array, one head: the largest core
+    for a ULX3S-85F. An 18 x 32-bit product of data and state takes two MULT18X18D, so the 8x8
+    processing elements use 128 of the 156 (the solver row, BetaPhi and the loader take most of
+    the rest); the chunk buffers of one head (two halves) and its state fill the 208 DP16KD
+    block RAMs, so a second head does not fit: a layer with more heads runs them as separate
+    sequences, swapping each head's state through the state port.
 """
 
 from __future__ import annotations
@@ -346,7 +350,7 @@ PRESETS: dict[str, CoreConfig] = {
         d_k=128,
         d_v=128,
         chunk_size=64,
-        heads=2,
+        heads=1,
         max_tokens=65536,
         array_rows=8,
         array_cols=8,
