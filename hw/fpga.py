@@ -317,7 +317,9 @@ def _try_build(block, board, build_dir, **kwargs) -> dict:
             "fmax_mhz": None,
             "fmax_placed_mhz": None,
             "resources": resources,
-            "resources_source": "nextpnr log (no report JSON on a failed run)",
+            "resources_source": "nextpnr log (no report JSON on a failed run)"
+            if resources
+            else None,
             "bitstream": None,
             "seconds": None,
             "tools": _tool_versions(),
