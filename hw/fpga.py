@@ -165,7 +165,8 @@ def build(
     designs). ``flatten=False`` synthesises an ECP5 design block by block (``synth_ecp5
     -noflatten``; nextpnr flattens it when it reads it): YoWASP yosys 0.70's ABC9 fails an
     internal assertion (``GetSize(conn.first) == GetSize(conn.second)``) on the whole flattened
-    core, and not block by block. ``place_only`` stops nextpnr after placement (``--no-route``):
+    core; block by block ``tiny`` gets through (the ``ecp5`` preset still fails, in the solver
+    row's module). ``place_only`` stops nextpnr after placement (``--no-route``):
     the record proves the design fits and places, ``fmax_mhz`` is None and ``fmax_placed_mhz`` is
     nextpnr's pre-route estimate; no bitstream is kept.
     """
