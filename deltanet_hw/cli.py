@@ -278,8 +278,7 @@ def _cmd_sweep(args) -> dict | str:
 def _cmd_synth(args) -> dict | str:
     from pathlib import Path
 
-    from .hw.core import DeltaNetCore
-    from .hw.fpga import BOARDS, PROBE_FMAX_MHZ, try_build
+    from .hw.fpga import PROBE_FMAX_MHZ, try_build_core
 
     cfg = load_config(args.config, args.set)
     tag = "".join(f"_{o.replace('=', '')}" for o in args.set)  # overrides name the record
@@ -292,13 +291,12 @@ def _cmd_synth(args) -> dict | str:
         file=sys.stderr,
         flush=True,
     )
-    rec = try_build(
-        DeltaNetCore(cfg),
+    rec = try_build_core(
+        cfg,
         args.board,
         build_dir,
         router=args.router,
         breakdown=args.breakdown,
-        flatten=BOARDS[args.board][2] == "ice40",  # see hw.fpga.build (ABC9 on ECP5)
         place_only=args.no_route,
     )
     probe = PROBE_FMAX_MHZ[args.board]

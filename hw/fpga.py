@@ -28,6 +28,7 @@ __all__ = [
     "check_fits",
     "dsps_per_product",
     "try_build",
+    "try_build_core",
 ]
 
 # board -> (module, platform class, family, DSP cell, DSPs on the device, multiplier width)
@@ -288,6 +289,15 @@ def try_build(
     if breakdown and (build_dir / "top.il").exists():
         rec["breakdown"] = block_breakdown(build_dir, board)
     return rec
+
+
+def try_build_core(cfg, board: str, build_dir: Path, **kwargs) -> dict:
+    """:func:`try_build` of the whole core of ``cfg``: flattened on iCE40, block by block on
+    ECP5 (see :func:`build`: ABC9 on the flattened core)."""
+    from .core import DeltaNetCore
+
+    flatten = _board(board)[2] == "ice40"
+    return try_build(DeltaNetCore(cfg), board, build_dir, flatten=flatten, **kwargs)
 
 
 def _try_build(block, board, build_dir, **kwargs) -> dict:

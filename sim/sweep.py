@@ -145,13 +145,9 @@ def run_point(
 
 def _build_point(cfg, board: str, build_root: Path, tokens_per_cycle: float) -> dict:
     """The core of ``cfg`` built for ``board``: resources, Fmax, tokens/s at that Fmax."""
-    from ..hw.core import DeltaNetCore
-    from ..hw.fpga import BOARDS, try_build
+    from ..hw.fpga import try_build_core
 
-    family = BOARDS[board][2]
-    b = try_build(
-        DeltaNetCore(cfg), board, build_root / f"{cfg.name}_{board}", flatten=family == "ice40"
-    )
+    b = try_build_core(cfg, board, build_root / f"{cfg.name}_{board}")
     res = b["resources"]
     used = {k: v["used"] for k, v in res.items()}
     out = {
