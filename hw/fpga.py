@@ -155,7 +155,6 @@ def build(
     *,
     expected_dsps=None,
     router: str | None = None,
-    flatten: bool = True,
     place_only: bool = False,
 ) -> dict:
     """Synthesise, place and route ``block`` (inside a :class:`Probe`) for ``board``.
@@ -163,12 +162,9 @@ def build(
     Returns a record with ``board``, ``device``, ``fmax_mhz``, ``resources`` (used/available per
     resource), ``dsp_cells`` and the tool versions; ``expected_dsps`` is recorded for checks.
     ``router`` picks nextpnr's router (``router1``, its default, or ``router2``, faster on large
-    designs). ``flatten=False`` synthesises an ECP5 design block by block (``synth_ecp5
-    -noflatten``; nextpnr flattens it when it reads it): YoWASP yosys 0.70's ABC9 fails an
-    internal assertion (``GetSize(conn.first) == GetSize(conn.second)``) on the whole flattened
-    core; block by block ``tiny`` gets through (the ``ecp5`` preset still fails, in the solver
-    row's module). ``place_only`` stops nextpnr after placement (``--no-route``):
-    the record proves the design fits and places, ``fmax_mhz`` is None and ``fmax_placed_mhz`` is
+    designs). On ECP5, LUTs are mapped by ABC (:data:`ECP5_LUT_MAPPING`). ``place_only`` stops
+    nextpnr after placement (``--no-route``): the record proves the design fits and places,
+    ``fmax_mhz`` is None and ``fmax_placed_mhz`` is
     nextpnr's pre-route estimate; no bitstream is kept.
     """
     module, cls, family, dsp_cell, _, _ = _board(board)
@@ -179,16 +175,15 @@ def build(
     t0 = time.perf_counter()
     if router not in (None, "router1", "router2"):
         raise ValueError(f"router must be router1 or router2, not {router!r}")
+    synth_opts, after = _synth(family, flatten=True)
+    stat = "tee -q -o top.stat.json stat -json"
     kwargs = {
-        "script_after_synth": "tee -q -o top.stat.json stat -json",
+        "synth_opts": synth_opts,
+        "script_after_synth": f"{after}; {stat}" if after else stat,
         "nextpnr_opts": "--report top.report.json"
         + (f" --router {router}" if router else "")
         + (" --no-route" if place_only else ""),
     }
-    if family == "ice40":
-        kwargs["synth_opts"] = "-dsp"
-    elif flatten is False:
-        kwargs["synth_opts"] = "-noflatten"
     platform.build(Probe(block), name="top", build_dir=str(build_dir), do_program=False, **kwargs)
     seconds = time.perf_counter() - t0
     stat = json.loads((build_dir / "top.stat.json").read_text())
@@ -221,6 +216,25 @@ def build(
         "router": router or "router1",
         "tools": _tool_versions(),
     }
+
+
+# How ECP5 builds map logic to LUTs: ABC, not synth_ecp5's default ABC9. YoWASP yosys 0.70's
+# ABC9 fails an internal assertion (rtlil.cc, ``GetSize(conn.first) == GetSize(conn.second)``
+# in ABC_OPS_REINTEGRATE) on the flattened core, and even block by block on the ``ecp5``
+# preset's solver row; ABC maps the whole flattened core (``ecp5``: 3 minutes here).
+ECP5_LUT_MAPPING = "abc -lut 4:7"
+
+
+def _synth(family: str, flatten: bool) -> tuple[str, str]:
+    """(options of ``synth_<family> ... -top top``, commands after it) of a build."""
+    hier = "" if flatten else " -noflatten"
+    if family == "ice40":
+        return f"-dsp{hier}", ""
+    # synth_ecp5 up to its LUT mapping, LUTs mapped by ABC, then the rest of synth_ecp5
+    return (
+        f"{hier} -run begin:map_luts",
+        f"{ECP5_LUT_MAPPING}; clean; synth_ecp5{hier} -top top -run map_cells:",
+    )
 
 
 # post-route Fmax of the bare multiplier-array probe per board (../shared/anchors/README.md):
@@ -257,8 +271,14 @@ def block_breakdown(build_dir: Path, board: str) -> dict:
     import subprocess
 
     family = _board(board)[2]
-    synth = "synth_ice40 -dsp" if family == "ice40" else "synth_ecp5"
-    script = f"read_rtlil top.il; {synth} -noflatten -top top; tee -q -o top.blocks.json stat -json"
+    opts, after = _synth(family, flatten=False)
+    steps = [
+        "read_rtlil top.il",
+        f"synth_{family} {opts} -top top",
+        after,
+        "tee -q -o top.blocks.json stat -json",
+    ]
+    script = "; ".join(step for step in steps if step)
     os.environ.setdefault("YOSYS", _TOOLS["YOSYS"])
     subprocess.run([os.environ["YOSYS"], "-q", "-p", script], cwd=build_dir, check=True)
     modules = json.loads((Path(build_dir) / "top.blocks.json").read_text())["modules"]
@@ -292,12 +312,10 @@ def try_build(
 
 
 def try_build_core(cfg, board: str, build_dir: Path, **kwargs) -> dict:
-    """:func:`try_build` of the whole core of ``cfg``: flattened on iCE40, block by block on
-    ECP5 (see :func:`build`: ABC9 on the flattened core)."""
+    """:func:`try_build` of the whole core of ``cfg``."""
     from .core import DeltaNetCore
 
-    flatten = _board(board)[2] == "ice40"
-    return try_build(DeltaNetCore(cfg), board, build_dir, flatten=flatten, **kwargs)
+    return try_build(DeltaNetCore(cfg), board, build_dir, **kwargs)
 
 
 def _try_build(block, board, build_dir, **kwargs) -> dict:
