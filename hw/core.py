@@ -48,7 +48,9 @@ from .microcode import BUFFER_FORMATS, CHUNK_INPUTS, check_core_config
 from .scheduler import PortMux, Scheduler
 from .state_sram import StateSram
 
-__all__ = ["ERROR_BITS", "REGISTERS", "DeltaNetCore", "token_words"]
+__all__ = ["ERROR_BITS", "LOADER_STAGES", "REGISTERS", "DeltaNetCore", "token_words"]
+
+LOADER_STAGES = 2  # registers from BetaPhi's output to the chunk buffers' write ports
 
 REGISTERS = {
     "CTRL": 0,
@@ -285,6 +287,10 @@ class DeltaNetCore(wiring.Component):
             m.d.sync += [in_tok.eq(0), in_head.eq(0), in_vec.eq(0), in_chan.eq(0), in_done.eq(0)]
 
         # ---------------- loader: BetaPhi -> chunk buffers ----------------------------------
+        # LOADER_STAGES registers between BetaPhi's output and the buffers' write ports: stage
+        # p holds BetaPhi's word and its product with beta; it is rounded into its row segment,
+        # and a whole segment's write is registered in stage w. A chunk is ``loaded`` the cycle
+        # after its last write landed.
         loaded = Signal(2)  # a half holds a whole chunk for the scheduler
         rows_of = Array([Signal(range(C + 1), name=f"rows_{h}") for h in range(2)])
         ld_half = Signal()
@@ -293,73 +299,92 @@ class DeltaNetCore(wiring.Component):
         ld_rows = Signal(range(C + 1))  # tokens in the chunk being loaded
         left = T - ld_tokens
         m.d.comb += ld_rows.eq(Mux(left < chunk_len, left, chunk_len))
-        o = bp.o.payload
-        m.d.comb += bp.o.ready.eq(~loaded.bit_select(ld_half, 1))
-        take = bp.o.valid & bp.o.ready
         beta_cur = Signal(signed(cfg.fmt_beta.width))
-        base = (ld_half * H + o.head) * C + ld_row
+        o = bp.o.payload
+        p_valid = Signal()  # stage p: BetaPhi's word and its product with beta
+        p = Signal.like(o, name="p_word")
+        p_prod = Signal(signed(len(o.data) + len(beta_cur)))
+        p_token_end = p_valid & (p.kind == Kind.V) & p.last & (p.head == Hr - 1)
+        p_chunk_end = p_token_end & (ld_row + 1 == ld_rows)
+        # a chunk's last word holds the next one back until ld_half has moved on
+        m.d.comb += bp.o.ready.eq(~loaded.bit_select(ld_half, 1) & ~p_chunk_end)
+        take = bp.o.valid & bp.o.ready
+        m.d.sync += p_valid.eq(take)
+        with m.If(take):
+            m.d.sync += [p.eq(o), p_prod.eq(o.data * beta_cur)]
+        with m.If(take & (o.kind == Kind.BETA)):
+            m.d.sync += beta_cur.eq(o.data)
+
+        base = (ld_half * H + p.head) * C + ld_row
         seg = Signal(data.ArrayLayout(signed(max(width(n) for n in CHUNK_INPUTS)), L))
         seg_b = Signal(data.ArrayLayout(signed(max(width("Kb"), width("Vb"))), L))
-        lane = o.chan[: (L - 1).bit_length()] if L > 1 else Const(0, 1)
+        lane = p.chan[: (L - 1).bit_length()] if L > 1 else Const(0, 1)
         fb = cfg.fmt_beta.frac_bits
         kb, kb_over = requantize(
-            m, o.data * beta_cur, cfg.fmt_qk, "loader_kb", frac_in=cfg.fmt_qk.frac_bits + fb
+            m, p_prod, cfg.fmt_qk, "loader_kb", frac_in=cfg.fmt_qk.frac_bits + fb
         )
         vb, vb_over = requantize(
-            m, o.data * beta_cur, cfg.fmt_v, "loader_vb", frac_in=cfg.fmt_v.frac_bits + fb
+            m, p_prod, cfg.fmt_v, "loader_vb", frac_in=cfg.fmt_v.frac_bits + fb
         )
         scaled = Signal.like(seg_b[0])
-        m.d.comb += scaled.eq(Mux(o.kind == Kind.V, vb, kb))
+        m.d.comb += scaled.eq(Mux(p.kind == Kind.V, vb, kb))
         with m.If(
-            take
-            & ((o.kind == Kind.K) | (o.kind == Kind.V))
-            & Mux(o.kind == Kind.V, vb_over, kb_over)
+            p_valid
+            & ((p.kind == Kind.K) | (p.kind == Kind.V))
+            & Mux(p.kind == Kind.V, vb_over, kb_over)
         ):
             m.d.comb += err["SATURATED"].eq(1)
-        full_seg = Signal.like(seg)
-        full_seg_b = Signal.like(seg_b)
-        for t in range(L):
-            m.d.comb += [
-                full_seg[t].eq(Mux(lane == t, o.data, seg[t])),
-                full_seg_b[t].eq(Mux(lane == t, scaled, seg_b[t])),
-            ]
-        with m.If(take):
-            m.d.sync += [seg[lane].eq(o.data), seg_b[lane].eq(scaled)]
-        seg_end = take & (lane == L - 1)
-        j = o.chan - (L - 1)
+        with m.If(p_valid):
+            m.d.sync += [seg[lane].eq(p.data), seg_b[lane].eq(scaled)]
+        # stage w: a whole row segment, written into the buffers of its kind
+        w_valid = Signal()
+        w_kind = Signal.like(p.kind)
+        w_i = Signal.like(bufs["Q"].wr.payload.i)
+        w_j = Signal(range(dmax))
+        w_seg = Signal.like(seg)
+        w_seg_b = Signal.like(seg_b)
+        m.d.sync += w_valid.eq(p_valid & (lane == L - 1))
+        with m.If(p_valid & (lane == L - 1)):
+            m.d.sync += [w_kind.eq(p.kind), w_i.eq(base), w_j.eq(p.chan - (L - 1))]
+            for t in range(L):
+                last_word = (p.data, scaled) if t == L - 1 else (seg[t], seg_b[t])
+                m.d.sync += [w_seg[t].eq(last_word[0]), w_seg_b[t].eq(last_word[1])]
         for name, kind, src in (
-            ("Q", Kind.Q, full_seg),
-            ("K", Kind.K, full_seg),
-            ("Kt", Kind.K, full_seg),
-            ("Kb", Kind.K, full_seg_b),
-            ("Vb", Kind.V, full_seg_b),
+            ("Q", Kind.Q, w_seg),
+            ("K", Kind.K, w_seg),
+            ("Kt", Kind.K, w_seg),
+            ("Kb", Kind.K, w_seg_b),
+            ("Vb", Kind.V, w_seg_b),
         ):
             buf = bufs[name]
             words = Signal(buf.wr.payload.data.shape(), name=f"load_{name}")
             m.d.comb += [words[t].eq(src[t]) for t in range(L)]
             m.d.comb += [
-                buf.wr.valid.eq(seg_end & (o.kind == kind)),
+                buf.wr.valid.eq(w_valid & (w_kind == kind)),
                 buf.wr.payload.mode.eq(ReadMode.ROW),
-                buf.wr.payload.i.eq(base),
-                buf.wr.payload.j.eq(j),
+                buf.wr.payload.i.eq(w_i),
+                buf.wr.payload.j.eq(w_j),
                 buf.wr.payload.data.eq(words),
             ]
-        with m.If(take & (o.kind == Kind.BETA)):
-            m.d.sync += beta_cur.eq(o.data)
-        token_end = take & (o.kind == Kind.V) & o.last & (o.head == Hr - 1)
-        with m.If(token_end):
+        filled = Signal()  # the chunk's last segment is in stage w
+        filled_half = Signal()
+        m.d.sync += filled.eq(p_chunk_end)
+        with m.If(filled):
+            m.d.sync += loaded.bit_select(filled_half, 1).eq(1)
+        with m.If(p_token_end):
             with m.If(ld_row + 1 == ld_rows):
                 m.d.sync += [
                     ld_row.eq(0),
                     ld_half.eq(~ld_half),
                     ld_tokens.eq(ld_tokens + ld_rows),
                     rows_of[ld_half].eq(ld_rows),
-                    loaded.bit_select(ld_half, 1).eq(1),
+                    filled_half.eq(ld_half),
                 ]
             with m.Else():
                 m.d.sync += ld_row.eq(ld_row + 1)
         with m.If(go):
-            m.d.sync += [ld_row.eq(0), ld_half.eq(0), ld_tokens.eq(0)]
+            m.d.sync += [ld_row.eq(0), ld_half.eq(0), ld_tokens.eq(0), p_valid.eq(0)]
+            m.d.sync += [w_valid.eq(0), filled.eq(0)]
 
         # ---------------- compute: one chunk at a time ---------------------------------------
         out_full = Signal(2)  # a half of O holds a computed chunk

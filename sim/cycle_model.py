@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from functools import cache
 
+from ..hw.core import LOADER_STAGES
 from ..hw.mac_array import MacArray
 from ..hw.microcode import core_program, tiles
 from ..hw.scheduler import EPILOGUE_STAGES
@@ -37,7 +38,7 @@ __all__ = ["figures", "minimal_macs", "predict_chunk", "predict_run"]
 
 FETCH_LATENCY = 3  # issue -> read data -> step FIFO -> array
 RESTART = 1  # last write -> next step issued
-BETA_PHI_LATENCY = 40  # first input word -> first word in the chunk buffers (beta/phi pipeline)
+BETA_PHI_LATENCY = 40  # first input word -> BetaPhi's first output word (then LOADER_STAGES)
 OUTPUT_LATENCY = 2
 
 
@@ -168,7 +169,7 @@ def predict_run(cfg, tokens: int, heads: int, mode: str) -> dict:
         # the loader waits for its half to be free (chunk n - 2 computed)
         start_load = max(t_in, compute_end[n - 2] if n >= 2 else 0)
         t_in = start_load + m * words
-        loaded.append(t_in + BETA_PHI_LATENCY)
+        loaded.append(t_in + BETA_PHI_LATENCY + LOADER_STAGES)
         begin = max(loaded[n], compute_end[n - 1] if n else 0, out_end[n - 2] if n >= 2 else 0)
         length, per_op = predict_chunk(cfg, m, heads, mode)
         for name, c in per_op.items():
