@@ -45,6 +45,25 @@ def buffer_layouts(rows, cols, lanes, width):
     return cmd, row, write
 
 
+def rotate(m: Module, words: list, amount, name: str) -> list:
+    """``words`` rotated by ``amount`` (an unsigned signal): output t is word (t + amount) mod n.
+
+    A logarithmic rotator: one 2:1 multiplexer per word and bit of ``amount``.
+    """
+    n = len(words)
+    for k in range(len(Value.cast(amount))):
+        step = 1 << k
+        if step >= n:
+            break
+        out = []
+        for t in range(n):
+            word = Signal.like(words[t], name=f"{name}_rot{k}_{t}")
+            m.d.comb += word.eq(Mux(amount[k], words[(t + step) % n], words[t]))
+            out.append(word)
+        words = out
+    return words
+
+
 class ChunkBuffer(wiring.Component):
     """Skew-banked matrix scratchpad.
 
@@ -89,20 +108,39 @@ class ChunkBuffer(wiring.Component):
         return cls(cfg.chunk_size, max(cfg.d_k, cfg.d_v), cfg.array_rows, operand_widths(cfg)[0])
 
     def _bank_addresses(self, m, mode, i, j, prefix):
-        """Per bank: (address, inside the matrix, lane) for an access at (i, j) in ``mode``."""
+        """Per bank: (address, inside the matrix) for an access at (i, j) in ``mode``, and the
+        rotation (i + j) mod L.
+
+        Bank b holds lane t = (b - rot) mod L: element (i + t, j) (COLUMN) or (i, j + t) (ROW).
+        The sum of an index and t < L splits into low bits (a function of the index's low bits
+        and the rotation) and high bits (the index's high bits, or those plus one, computed once
+        for all banks), so a bank costs no adder of its own.
+        """
         L = self.lanes
         bits = (L - 1).bit_length()
         rot = Signal(range(L), name=f"{prefix}_rot")
         m.d.comb += rot.eq((i + j)[:bits] if bits else 0)
+        plus = {}
+        for name, index in (("i", i), ("j", j)):
+            high = Signal(len(index) - bits + 1, name=f"{prefix}_{name}_high_plus_1")
+            m.d.comb += high.eq(index[bits:] + 1)
+            plus[name] = high
+
+        def offset(index, name, t, b):  # index + t, from the shared high part
+            if not bits:
+                return index
+            low = Signal(bits + 1, name=f"{prefix}_{name}_low_{b}")
+            m.d.comb += low.eq(index[:bits] + t)
+            return Cat(low[:bits], Mux(low[bits], plus[name], index[bits:]))
+
         out = []
         for b in range(L):
-            t = Signal(range(L), name=f"{prefix}_lane_of_bank_{b}")
-            m.d.comb += t.eq((b - rot)[:bits] if bits else 0)
+            t = (b - rot)[:bits] if bits else Const(0, 1)
             row_i = Signal(range(self.rows + L), name=f"{prefix}_i_{b}")
             col_j = Signal(range(self.cols + L), name=f"{prefix}_j_{b}")
             m.d.comb += [
-                row_i.eq(Mux(mode == ReadMode.ROW, i, i + t)),
-                col_j.eq(Mux(mode == ReadMode.ROW, j + t, j)),
+                row_i.eq(Mux(mode == ReadMode.ROW, i, offset(i, "i", t, b))),
+                col_j.eq(Mux(mode == ReadMode.ROW, offset(j, "j", t, b), j)),
             ]
             ok = (row_i < self.rows) & (col_j < self.cols)
             block = row_i[bits:]
@@ -130,24 +168,16 @@ class ChunkBuffer(wiring.Component):
             keep.append(ok & ((cmd.mode != ReadMode.DIAG) | (t == cmd.lane)))
         with m.If(take):
             m.d.sync += keep_q.eq(Cat(*keep))
-        for t in range(L):  # lane t reads bank (t + rot) mod L
-            word = Signal(signed(self.width), name=f"lane_{t}")
-            with m.Switch(rot_q):
-                for r in range(L):
-                    with m.Case(r):
-                        b = (t + r) % L
-                        m.d.comb += word.eq(Mux(keep_q[b], ports[b][0].data, 0))
+        kept = [Mux(keep_q[b], rd.data, 0) for b, (rd, _) in enumerate(ports)]
+        for t, word in enumerate(rotate(m, kept, rot_q, "rd")):  # lane t: bank (t + rot) mod L
             m.d.comb += self.rd_data.payload[t].eq(word)
 
         # write: a row or column segment, words rotated into their banks
         wr = self.wr.payload
         m.d.comb += self.wr.ready.eq(1)
-        _, wbanks = self._bank_addresses(m, wr.mode, wr.i, wr.j, "wr")
-        for b, ((addr, ok, t), (_, wp)) in enumerate(zip(wbanks, ports, strict=True)):
-            word = Signal(signed(self.width), name=f"wr_bank_{b}")
-            with m.Switch(t):
-                for lane in range(L):
-                    with m.Case(lane):
-                        m.d.comb += word.eq(wr.data[lane])
+        wrot, wbanks = self._bank_addresses(m, wr.mode, wr.i, wr.j, "wr")
+        # bank b gets lane (b - rot) mod L: the lanes rotated the other way
+        words = rotate(m, [wr.data[t] for t in range(L)], (-wrot)[: len(wrot)], "wr")
+        for (addr, ok, _), (_, wp), word in zip(wbanks, ports, words, strict=True):
             m.d.comb += [wp.addr.eq(addr), wp.data.eq(word), wp.en.eq(self.wr.valid & ok)]
         return m

@@ -11,7 +11,7 @@ from deltanet_hw.sim.vectors import chunk_buffer_vectors
 
 
 @pytest.mark.parametrize(
-    ("rows", "cols", "lanes"), [(16, 16, 4), (13, 10, 4), (8, 12, 2), (5, 3, 1)]
+    ("rows", "cols", "lanes"), [(16, 16, 4), (13, 10, 4), (8, 12, 2), (5, 3, 1), (27, 12, 8)]
 )
 def test_reads_in_every_mode_under_stalls(rows, cols, lanes):
     v = chunk_buffer_vectors("tiny", rows, cols, lanes, seed=rows + cols)
