@@ -414,16 +414,30 @@ class Scheduler:
         s2_sum = Signal(data.ArrayLayout(signed(wide), Cc))
         s2_meta = Signal.like(s1)
         m.d.sync += s2_meta.eq(s1)
+        # instructions that align their terms by the same shifts share one adder per column
+        sums = {}
         for n, ins in enumerate(instrs):
-            with m.If(s1.pc == n):
-                add = self.buffers[ins.add].rd_data.payload if ins.add else None
+            key = (
+                ins.top_frac - ins.steps[-1].frac,
+                ins.top_frac - ins.steps[0].frac if len(ins.steps) == 2 else None,
+                ins.top_frac - ins.add_frac if ins.add else None,
+            )
+            sums.setdefault(key, []).append(n)
+        for g, ((value_shift, partial_shift, add_shift), members) in enumerate(sums.items()):
+            if add_shift is not None:  # the word to add: read from the instruction's buffer
+                sources = [self.buffers[instrs[n].add].rd_data.payload for n in members]
+                width = max(len(src[0]) for src in sources)
+                add = Signal(data.ArrayLayout(signed(width), Cc), name=f"s2_add{g}")
+                for n, src in zip(members, sources, strict=True):
+                    with m.If(s1.pc == n):
+                        m.d.comb += [add[col].eq(src[col]) for col in range(Cc)]
+            with m.If(Cat(*[s1.pc == n for n in members]).any()):
                 for col in range(Cc):
-                    last_step = ins.steps[-1]
-                    total = s1.value[col] << (ins.top_frac - last_step.frac)
-                    if len(ins.steps) == 2:
-                        total = total + (s1.partial[col] << (ins.top_frac - ins.steps[0].frac))
-                    if add is not None:
-                        total = total + (add[col] << (ins.top_frac - ins.add_frac))
+                    total = s1.value[col] << value_shift
+                    if partial_shift is not None:
+                        total = total + (s1.partial[col] << partial_shift)
+                    if add_shift is not None:
+                        total = total + (add[col] << add_shift)
                     m.d.sync += s2_sum[col].eq(total)
 
         # stage 3: rounded into the instruction's format (one rounder per format and fraction)
