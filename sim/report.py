@@ -149,6 +149,12 @@ def _plot_resources(builds, path):  # each build's command is in the table under
     plt.close(fig)
 
 
+def _commit(record) -> str:
+    """The record's source commit, short (``-`` for records made before commits were kept)."""
+    commit = record.get("source_commit")
+    return commit[:10] + ("+dirty" if commit.endswith("+dirty") else "") if commit else "-"
+
+
 def report(root="reports", anchors=None) -> Path:
     """Regenerate the pages and the index of ``root`` from its JSON records."""
     from ..hw.fpga import BOARDS, PROBE_FMAX_MHZ
@@ -211,8 +217,8 @@ def report(root="reports", anchors=None) -> Path:
         _plot_resources(builds, root / "resources.png")
         lines += [
             "| config | board | Fmax MHz | / probe | tokens/s at Fmax | resources used/available "
-            "| command |",
-            "|---|---|---|---|---|---|---|",
+            "| command | commit |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for b in builds:
             res = ", ".join(f"{k} {v['used']}/{v['available']}" for k, v in b["resources"].items())
@@ -240,7 +246,7 @@ def report(root="reports", anchors=None) -> Path:
             )
             lines.append(
                 f"| {b['config']} | {b['board']} | {fmax} | {ratio} | {tps} | {res} | "
-                f"`{b['command']}` |"
+                f"`{b['command']}` | {_commit(b)} |"
             )
         tools = {json.dumps(b["tools"], sort_keys=True) for b in builds}
         lines += [

@@ -27,6 +27,7 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
+from ..provenance import source_commit, versions
 from .plots import footer
 
 __all__ = ["make_points", "pareto", "run_point", "sweep"]
@@ -246,7 +247,8 @@ def sweep(
         "rtl": rtl,
         "fpga": fpga,
         "command": command or f"deltanet-hw sweep --config {base.name}",
-        "tools": _versions(),
+        "tools": versions("amaranth", "dask", "distributed", "numpy"),
+        "source_commit": source_commit(),
         "points": records,
     }
     (out / "sweep.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -256,16 +258,6 @@ def sweep(
         w.writerows(records)
     _plot(records, front, out / "pareto.png", meta)
     return records
-
-
-def _versions() -> dict:
-    import platform
-    from importlib.metadata import version
-
-    return {
-        "python": platform.python_version(),
-        **{pkg: version(pkg) for pkg in ("amaranth", "dask", "distributed", "numpy")},
-    }
 
 
 def _plot(records, front, path, meta):
