@@ -1,5 +1,6 @@
 """deltanet-hw report: every page and the index rebuilt from the JSON records alone."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -29,5 +30,9 @@ def test_report_rebuilds_pages_and_index_from_json(tmp_path, capsys):
         "numerics/error_vs_width.png",
     ):
         assert (root / page).stat().st_size > 0
+    for path in (root / "fpga").glob("*.json"):  # each build names the commit it was made from
+        commit = json.loads(path.read_text()).get("source_commit")
+        if commit:
+            assert f"| {commit[:10]}" in index, path.name
     # the same records give the same pages as the committed ones
     assert (root / "core/README.md").read_text() == (REPORTS / "core/README.md").read_text()
