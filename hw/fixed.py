@@ -2,16 +2,16 @@
 
 :func:`requantize` is :meth:`QFormat.requantize` as combinational Amaranth: round a signed
 integer with ``frac_in`` fractional bits (or by a variable right shift) into a format, then
-saturate or wrap. It is built from :func:`round_parts` (the truncated value and the round-up
-bit, from the guard bit and a sticky OR: no comparator), and :func:`saturate`, so a pipeline can
-register between the two.
+saturate or wrap. It is built from :func:`round_bounds` (the floor's low bits, the round-up bit
+from the guard bit and a sticky OR, and the range flags) and :func:`bound` (the carry and the
+saturation), so a pipeline can register between the two.
 """
 
 from amaranth import *
 
 from ..qformat import QFormat
 
-__all__ = ["requantize", "round_parts", "saturate", "shift_round"]
+__all__ = ["bound", "requantize", "round_bounds", "round_parts", "saturate", "shift_round"]
 
 
 def round_parts(m: Module, x, shift, rounding: str, name: str):
@@ -83,19 +83,59 @@ def saturate(m: Module, value, fmt: QFormat, name: str):
     return raw, over
 
 
+def round_bounds(m: Module, x, fmt: QFormat, name: str, *, frac_in=None, shift=None):
+    """First half of :func:`requantize`: ``(low, up, above, below)``.
+
+    ``low`` is the ``fmt.width`` low bits of ``x`` shifted to ``fmt`` (floor), ``up`` the bit
+    rounding adds to it, ``above``/``below`` whether the rounded value is above/below the
+    format's range (decided from the floor and ``up``, with no carry chain). A pipeline registers
+    these four, then :func:`bound` adds ``up`` to ``low`` in ``fmt.width`` bits and saturates.
+    """
+    if (frac_in is None) == (shift is None):
+        raise ValueError("give exactly one of frac_in and shift")
+    x = Value.cast(x).as_signed()
+    if shift is None:
+        shift = frac_in - fmt.frac_bits
+    if isinstance(shift, int) and shift <= 0:
+        q, up = x << -shift, C(0, 1)
+    else:
+        q, up = round_parts(m, x, shift, fmt.rounding, name)
+    lo, hi = fmt.min_raw, fmt.max_raw
+    low = Signal(fmt.width, name=f"{name}_low")
+    above = Signal(name=f"{name}_above")
+    below = Signal(name=f"{name}_below")
+    m.d.comb += [
+        low.eq(q),
+        above.eq((q > hi) | ((q == hi) & up)),  # q + up > hi
+        below.eq((q < lo) & ~((q == lo - 1) & up)),  # q + up < lo
+    ]
+    return low, up, above, below
+
+
+def bound(m: Module, value, above, below, fmt: QFormat, name: str):
+    """Second half of :func:`requantize`: ``(raw, overflowed)`` from ``value`` (``low + up`` of
+    :func:`round_bounds`, in ``fmt.width`` bits: exact whenever the result is in range) and the
+    range flags: saturate (or wrap)."""
+    raw = Signal(signed(fmt.width) if fmt.signed else unsigned(fmt.width), name=name)
+    over = Signal(name=f"{name}_overflow")
+    m.d.comb += over.eq(above | below)
+    if fmt.overflow == "saturate":
+        m.d.comb += raw.eq(Mux(above, fmt.max_raw, Mux(below, fmt.min_raw, value)))
+    else:
+        m.d.comb += raw.eq(value)  # keeps the low bits: two's complement wrap
+    return raw, over
+
+
 def requantize(m: Module, x, fmt: QFormat, name: str, *, frac_in=None, shift=None):
     """Round ``x`` into ``fmt``: ``(raw, overflowed)`` signals.
 
     Give ``frac_in`` (an int: the fractional bits of ``x``), or ``shift`` (an unsigned signal: the
     right shift ``frac_in - fmt.frac_bits`` when it varies). The raw value is ``fmt.width`` bits
     (signed if ``fmt.signed``); ``overflowed`` is 1 when the rounded value did not fit (then it
-    saturated, or wrapped if ``fmt.overflow == "wrap"``).
+    saturated, or wrapped if ``fmt.overflow == "wrap"``). :func:`round_bounds` then
+    :func:`bound`, with no register between.
     """
-    if (frac_in is None) == (shift is None):
-        raise ValueError("give exactly one of frac_in and shift")
-    x = Value.cast(x)
-    if shift is None:
-        shift = frac_in - fmt.frac_bits
-    grow = -shift if isinstance(shift, int) and shift < 0 else 0
-    rounded = shift_round(m, x, shift, fmt.rounding, len(x) + grow + 1, f"{name}_rounded")
-    return saturate(m, rounded, fmt, name)
+    low, up, above, below = round_bounds(m, x, fmt, name, frac_in=frac_in, shift=shift)
+    value = Signal(fmt.width, name=f"{name}_value")
+    m.d.comb += value.eq(low + up)
+    return bound(m, value, above, below, fmt, name)

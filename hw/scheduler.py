@@ -11,10 +11,11 @@ Three parts, elaborated into the core's module by :class:`Scheduler`:
   only when every tile issued before it has been written; one that reads T also waits, head by
   head, for the solver.
 * **MAC array** (hw/mac_array.py), with the tile's mask and position on its last step.
-* **epilogue**: a fixed four-stage pipeline on the drained rows (never stalls): a first term's
+* **epilogue**: a fixed five-stage pipeline on the drained rows (never stalls): a first term's
   rows wait in a partial-sum FIFO for the second term; the addend (U, Vb or S) is read; the terms
   are aligned to the exact sum's fractional bits and added; the sum is rounded into the
-  instruction's format; the row segment is written (rows and columns outside the result are
+  instruction's format (the rounding bit and the range first, then the carry and the
+  saturation); the row segment is written (rows and columns outside the result are
   dropped). Every rounding that saturates sets the sticky ``saturated``.
 
 The scheduler holds no memory of its own: the buffers belong to the core (hw/core.py) and the
@@ -26,7 +27,7 @@ from amaranth.lib import data
 from amaranth.lib.fifo import SyncFIFOBuffered
 
 from .chunk_buffer import ReadMode
-from .fixed import requantize
+from .fixed import bound, round_bounds
 from .mac_array import ArrayFeed, MacArray, Mask
 from .microcode import CHUNK_INPUTS, core_program, dim_value
 from .solver import Solver
@@ -35,7 +36,7 @@ __all__ = ["EPILOGUE_STAGES", "PortMux", "Scheduler"]
 
 STEP_FIFO_DEPTH = 4
 CTX_FIFO_DEPTH = 16
-EPILOGUE_STAGES = 4  # drained row -> written (the cycle model reads it)
+EPILOGUE_STAGES = 5  # drained row -> written (the cycle model reads it)
 MASKS = {"full": Mask.FULL, "lower": Mask.LOWER, "strict_lower": Mask.STRICT_LOWER}
 
 
@@ -440,48 +441,76 @@ class Scheduler:
                         total = total + (add[col] << add_shift)
                     m.d.sync += s2_sum[col].eq(total)
 
-        # stage 3: rounded into the instruction's format (one rounder per format and fraction)
+        # stage 3: the rounding bit and the range of the instruction's format (one
+        # round_bounds per format and fraction; the instruction's own registered)
         groups = {}
         for n, ins in enumerate(instrs):
             groups.setdefault((ins.fmt, ins.top_frac), []).append(n)
-        s3_raw = Signal(
-            data.ArrayLayout(signed(max(getattr(cfg, ins.fmt).width for ins in instrs) + 1), Cc)
-        )
-        s3_over = Signal(Cc)
+        fmts = [getattr(cfg, fmt_name) for fmt_name, _ in groups]
+        W = max(fmt.width for fmt in fmts)
+        s3_low = Signal(data.ArrayLayout(W, Cc))
+        s3_up, s3_above, s3_below = Signal(Cc), Signal(Cc), Signal(Cc)
+        s3_group = Signal(range(len(groups)))
         s3_meta = Signal.like(s1)
         m.d.sync += s3_meta.eq(s2_meta)
-        for g, ((fmt_name, top), members) in enumerate(groups.items()):
-            fmt = getattr(cfg, fmt_name)
-            sel = Cat(*[s2_meta.pc == n for n in members]).any()
-            for col in range(Cc):
-                raw, over = requantize(m, s2_sum[col], fmt, f"round{g}_{col}", frac_in=top)
-                with m.If(sel):
-                    m.d.sync += [s3_raw[col].eq(raw), s3_over[col].eq(over)]
+        for g, ((_, top), members) in enumerate(groups.items()):
+            parts = [
+                round_bounds(m, s2_sum[col], fmts[g], f"round{g}_{col}", frac_in=top)
+                for col in range(Cc)
+            ]
+            with m.If(Cat(*[s2_meta.pc == n for n in members]).any()):
+                m.d.sync += s3_group.eq(g)
+                for col, (low, up, above, below) in enumerate(parts):
+                    m.d.sync += [
+                        s3_low[col].eq(low),
+                        s3_up[col].eq(up),
+                        s3_above[col].eq(above),
+                        s3_below[col].eq(below),
+                    ]
 
-        # stage 4: write the row segment (inside the result only)
+        # stage 4: rounded and saturated (one adder per column, shared by the formats)
+        s4_raw = Signal(data.ArrayLayout(signed(W + 1), Cc))
+        s4_over = Signal(Cc)
+        s4_meta = Signal.like(s1)
+        m.d.sync += s4_meta.eq(s3_meta)
+        for col in range(Cc):
+            value = Signal(W, name=f"rounded_{col}")
+            m.d.comb += value.eq(s3_low[col] + s3_up[col])
+            m.d.sync += s4_over[col].eq(s3_above[col] | s3_below[col])
+            flags = (s3_above[col], s3_below[col])
+            raws = [
+                bound(m, value[: fmt.width], *flags, fmt, f"bound{g}_{col}")[0]
+                for g, fmt in enumerate(fmts)
+            ]
+            with m.Switch(s3_group):
+                for g, raw in enumerate(raws):
+                    with m.Case(g):
+                        m.d.sync += s4_raw[col].eq(raw)
+
+        # stage 5: write the row segment (inside the result only)
         sat = []
         for n, ins in enumerate(instrs):
-            rows = dim_value(self.cfg, ins.rows_dim, s3_meta.m)
-            cols = dim_value(self.cfg, ins.cols_dim, s3_meta.m)
-            here = s3_meta.valid & (s3_meta.pc == n) & (s3_meta.row < rows)
-            lanes_in = Cat(*[s3_meta.j0 + col < cols for col in range(Cc)])
-            sat.append(here & (s3_over & lanes_in).any())
+            rows = dim_value(self.cfg, ins.rows_dim, s4_meta.m)
+            cols = dim_value(self.cfg, ins.cols_dim, s4_meta.m)
+            here = s4_meta.valid & (s4_meta.pc == n) & (s4_meta.row < rows)
+            lanes_in = Cat(*[s4_meta.j0 + col < cols for col in range(Cc)])
+            sat.append(here & (s4_over & lanes_in).any())
             dest = self.buffers[ins.dest]
             if ins.dest == "S":
-                fields = {"head": s3_meta.head, "row": s3_meta.row, "tile": s3_meta.j0 // Cc}
+                fields = {"head": s4_meta.head, "row": s4_meta.row, "tile": s4_meta.j0 // Cc}
             else:
-                base = self._base(ins.dest, s3_meta.half, s3_meta.head)
-                fields = {"mode": ReadMode.ROW, "i": base + s3_meta.row, "j": s3_meta.j0}
+                base = self._base(ins.dest, s4_meta.half, s4_meta.head)
+                fields = {"mode": ReadMode.ROW, "i": base + s4_meta.row, "j": s4_meta.j0}
             seg = Signal(dest.wr.payload.data.shape(), name=f"wr_{ins.name}")
-            m.d.comb += [seg[col].eq(s3_raw[col]) for col in range(Cc)]
+            m.d.comb += [seg[col].eq(s4_raw[col]) for col in range(Cc)]
             self.writes.add(dest.wr, here, fields | {"data": seg})
         with m.If(Cat(*sat).any()):
             m.d.sync += self.saturated.eq(1)
-        m.d.comb += tile_written.eq(s3_meta.tile_end)
+        m.d.comb += tile_written.eq(s4_meta.tile_end)
         # heads whose A (what the solve reads) is written: the solver may start on them
         src = self.solver.ins.steps[0].a.buf
         a_pc = next(n for n, ins in enumerate(instrs) if ins.dest == src)
         with m.If(self.start):
             m.d.sync += self.solver.a_done.eq(0)
-        with m.Elif(s3_meta.tile_end & s3_meta.head_end & (s3_meta.pc == a_pc)):
+        with m.Elif(s4_meta.tile_end & s4_meta.head_end & (s4_meta.pc == a_pc)):
             m.d.sync += self.solver.a_done.eq(self.solver.a_done + 1)

@@ -18,14 +18,14 @@ from amaranth.lib import data
 from amaranth.lib.fifo import SyncFIFOBuffered
 
 from .chunk_buffer import ReadMode
-from .fixed import requantize
+from .fixed import bound, round_bounds
 from .mac_array import ArrayFeed, MacArray, Mask
 from .microcode import BUFFER_FORMATS
 
 __all__ = ["Solver"]
 
 FIFO_DEPTH = 4
-EPILOGUE_STAGES = 1  # drained row -> written
+EPILOGUE_STAGES = 3  # drained row -> written
 
 
 class Solver:
@@ -162,27 +162,59 @@ class Solver:
         for col in range(Cc):
             one = Mux(ctx.j0 + col == ctx.row, 1 << top, 0)
             m.d.sync += s1.sum[col].eq(c.payload.data[col] + one)
+        # s2: the rounding bit and the range flags; s3: rounded and saturated (hw/fixed.py)
         fmt = getattr(cfg, ins.fmt)
-        words = Signal(data.ArrayLayout(signed(fmt.width), Cc))
+        s2 = Signal(
+            data.StructLayout(
+                {
+                    "valid": 1,
+                    "ctx": ctx_layout,
+                    "low": data.ArrayLayout(fmt.width, Cc),
+                    "up": Cc,
+                    "above": Cc,
+                    "below": Cc,
+                }
+            )
+        )
+        m.d.sync += [s2.valid.eq(s1.valid), s2.ctx.eq(s1.ctx)]
+        for col in range(Cc):
+            low, up, above, below = round_bounds(
+                m, s1.sum[col], fmt, f"solve_round_{col}", frac_in=top
+            )
+            m.d.sync += [
+                s2.low[col].eq(low),
+                s2.up[col].eq(up),
+                s2.above[col].eq(above),
+                s2.below[col].eq(below),
+            ]
+        s3 = Signal(
+            data.StructLayout(
+                {"valid": 1, "ctx": ctx_layout, "words": data.ArrayLayout(signed(fmt.width), Cc)}
+            )
+        )
+        m.d.sync += [s3.valid.eq(s2.valid), s3.ctx.eq(s2.ctx)]
         over = Signal(Cc)
         for col in range(Cc):
-            raw, ovf = requantize(m, s1.sum[col], fmt, f"solve_round_{col}", frac_in=top)
-            m.d.comb += [words[col].eq(raw), over[col].eq(ovf & (s1.ctx.j0 + col < m_rows))]
-        with m.If(s1.valid & over.any()):
+            value = Signal(fmt.width, name=f"solve_rounded_{col}")
+            m.d.comb += value.eq(s2.low[col] + s2.up[col])
+            raw, ovf = bound(m, value, s2.above[col], s2.below[col], fmt, f"solve_bound_{col}")
+            m.d.sync += s3.words[col].eq(raw)
+            m.d.comb += over[col].eq(ovf & (s2.ctx.j0 + col < m_rows))
+        with m.If(s2.valid & over.any()):
             m.d.sync += self.saturated.eq(1)
         for name in ("T", "Ts"):
             self.writes.add(
                 self.buffers[name].wr,
-                s1.valid,
+                s3.valid,
                 {
                     "mode": ReadMode.ROW,
-                    "i": s1.ctx.head * C + s1.ctx.row,
-                    "j": s1.ctx.j0,
-                    "data": words,
+                    "i": s3.ctx.head * C + s3.ctx.row,
+                    "j": s3.ctx.j0,
+                    "data": s3.words,
                 },
             )
-        m.d.comb += tile_written.eq(s1.valid)
+        m.d.comb += tile_written.eq(s3.valid)
         with m.If(self.start):
             m.d.sync += self.t_done.eq(0)
-        with m.Elif(s1.valid & s1.ctx.end):
+        with m.Elif(s3.valid & s3.ctx.end):
             m.d.sync += self.t_done.eq(self.t_done + 1)
