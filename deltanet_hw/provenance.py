@@ -22,16 +22,18 @@ def versions(*packages: str) -> dict:
 
 
 def source_commit() -> str | None:
-    """The git commit of the checkout this package runs from, with ``+dirty`` when tracked
-    files differ from it; None outside a git checkout."""
+    """The git commit of the checkout this package runs from, with ``+dirty`` when its source
+    (the package, pyproject.toml; not reports/ or tests/) differs from it; None outside a git
+    checkout."""
     here = Path(__file__).resolve().parent
+    source = ["deltanet_hw", "golden", "hw", "sim", "pyproject.toml"]
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *source],
+            cwd=here.parent,
             capture_output=True,
             text=True,
             check=True,
