@@ -228,6 +228,19 @@ def test_core_verilator_small_prefill_and_decode(tmp_path):
 
 @pytest.mark.slow
 @needs("verilator")
+def test_core_verilator_ecp5_preset(tmp_path):
+    """The configuration the ULX3S-85F build carries (d = 128, chunk 64): a loaded state, one
+    whole chunk and a partial one, then decode tokens."""
+    cfg = load_config("ecp5")
+    seqs = [
+        sequence(100, heads=1, seed=71, state="load"),
+        sequence(4, heads=1, seed=72, mode="recurrent", state="keep"),
+    ]
+    _check(run_core(cfg, seqs, simulator="verilator", build_dir=tmp_path, stall_p=0.1))
+
+
+@pytest.mark.slow
+@needs("verilator")
 def test_core_verilator_soak_100k_tokens(tmp_path):
     cfg = load_config("tiny")
     recs = run_core(
