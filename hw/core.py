@@ -296,16 +296,21 @@ class DeltaNetCore(wiring.Component):
         ld_half = Signal()
         ld_row = Signal(range(C))
         ld_tokens = Signal(range(cfg.max_tokens + 1))  # tokens of finished chunks
-        ld_rows = Signal(range(C + 1))  # tokens in the chunk being loaded
+        # tokens in the chunk being loaded, and whether ld_row is its last row: registered (one
+        # cycle behind ld_tokens and ld_row, which change only at a token's end, and tokens end
+        # more than a cycle apart), so the chunk-end test off BetaPhi's ready is short
+        ld_rows = Signal(range(C + 1))
+        ld_last_row = Signal()
         left = T - ld_tokens
-        m.d.comb += ld_rows.eq(Mux(left < chunk_len, left, chunk_len))
+        rows_now = Mux(left < chunk_len, left, chunk_len)
+        m.d.sync += [ld_rows.eq(rows_now), ld_last_row.eq(ld_row + 1 == rows_now)]
         beta_cur = Signal(signed(cfg.fmt_beta.width))
         o = bp.o.payload
         p_valid = Signal()  # stage p: BetaPhi's word and its product with beta
         p = Signal.like(o, name="p_word")
         p_prod = Signal(signed(len(o.data) + len(beta_cur)))
         p_token_end = p_valid & (p.kind == Kind.V) & p.last & (p.head == Hr - 1)
-        p_chunk_end = p_token_end & (ld_row + 1 == ld_rows)
+        p_chunk_end = p_token_end & ld_last_row
         # a chunk's last word holds the next one back until ld_half has moved on
         m.d.comb += bp.o.ready.eq(~loaded.bit_select(ld_half, 1) & ~p_chunk_end)
         take = bp.o.valid & bp.o.ready
@@ -372,7 +377,7 @@ class DeltaNetCore(wiring.Component):
         with m.If(filled):
             m.d.sync += loaded.bit_select(filled_half, 1).eq(1)
         with m.If(p_token_end):
-            with m.If(ld_row + 1 == ld_rows):
+            with m.If(ld_last_row):
                 m.d.sync += [
                     ld_row.eq(0),
                     ld_half.eq(~ld_half),
