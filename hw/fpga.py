@@ -174,6 +174,7 @@ def build(
         os.environ.setdefault(var, tool)
     platform = getattr(importlib.import_module(module), cls)()
     build_dir = Path(build_dir)
+    commit = source_commit()  # of the source elaborated now, not when the build ends
     t0 = time.perf_counter()
     if router not in (None, "router1", "router2"):
         raise ValueError(f"router must be router1 or router2, not {router!r}")
@@ -217,7 +218,7 @@ def build(
         "seconds": seconds,
         "router": router or "router1",
         "tools": _tool_versions(),
-        "source_commit": source_commit(),
+        "source_commit": commit,
     }
 
 
@@ -324,6 +325,7 @@ def try_build_core(cfg, board: str, build_dir: Path, **kwargs) -> dict:
 def _try_build(block, board, build_dir, **kwargs) -> dict:
     import subprocess
 
+    commit = source_commit()
     try:
         return build(block, board, build_dir, **kwargs)
     except subprocess.CalledProcessError:
@@ -355,7 +357,7 @@ def _try_build(block, board, build_dir, **kwargs) -> dict:
             "bitstream": None,
             "seconds": None,
             "tools": _tool_versions(),
-            "source_commit": source_commit(),
+            "source_commit": commit,
         }
 
 

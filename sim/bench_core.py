@@ -59,6 +59,7 @@ def _versions() -> dict:
 
 
 def cmd_run(args, argv):
+    commit = source_commit()  # of the source simulated, not when the runs end
     records = []
     for (name, simulator), runs in RUNS.items():
         if args.only and name not in args.only:
@@ -88,7 +89,7 @@ def cmd_run(args, argv):
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
         "tools": _versions(),
-        "source_commit": source_commit(),
+        "source_commit": commit,
         "runs": records,
     }
     (out / "core_runs.json").write_text(json.dumps(record, indent=1) + "\n")

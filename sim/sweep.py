@@ -196,6 +196,7 @@ def sweep(
     from dask.distributed import Client, LocalCluster, as_completed
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    commit = source_commit()  # of the source evaluated, not when the sweep ends
     heads = base.heads if heads is None else heads
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
@@ -248,7 +249,7 @@ def sweep(
         "fpga": fpga,
         "command": command or f"deltanet-hw sweep --config {base.name}",
         "tools": versions("amaranth", "dask", "distributed", "numpy"),
-        "source_commit": source_commit(),
+        "source_commit": commit,
         "points": records,
     }
     (out / "sweep.json").write_text(json.dumps(meta, indent=1) + "\n")
