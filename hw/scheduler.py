@@ -11,12 +11,12 @@ Three parts, elaborated into the core's module by :class:`Scheduler`:
   only when every tile issued before it has been written; one that reads T also waits, head by
   head, for the solver.
 * **MAC array** (hw/mac_array.py), with the tile's mask and position on its last step.
-* **epilogue**: a fixed five-stage pipeline on the drained rows (never stalls): a first term's
-  rows wait in a partial-sum FIFO for the second term; the addend (U, Vb or S) is read; the terms
-  are aligned to the exact sum's fractional bits and added; the sum is rounded into the
-  instruction's format (the rounding bit and the range first, then the carry and the
-  saturation); the row segment is written (rows and columns outside the result are
-  dropped). Every rounding that saturates sets the sticky ``saturated``.
+* **epilogue**: a fixed six-stage pipeline on the drained rows (never stalls): a first term's
+  rows wait in a partial-sum FIFO for the second term; the addend (U, Vb or S) is read and
+  registered out of block RAM; the terms are aligned to the exact sum's fractional bits and
+  added; the sum is rounded into the instruction's format (the rounding bit and the range
+  first, then the carry and the saturation); the row segment is written (rows and columns
+  outside the result are dropped). Every rounding that saturates sets the sticky ``saturated``.
 
 The scheduler holds no memory of its own: the buffers belong to the core (hw/core.py) and the
 scheduler asks for their ports through :class:`PortMux`.
@@ -36,7 +36,7 @@ __all__ = ["EPILOGUE_STAGES", "PortMux", "Scheduler"]
 
 STEP_FIFO_DEPTH = 4
 CTX_FIFO_DEPTH = 16
-EPILOGUE_STAGES = 5  # drained row -> written (the cycle model reads it)
+EPILOGUE_STAGES = 6  # drained row -> written (the cycle model reads it)
 MASKS = {"full": Mask.FULL, "lower": Mask.LOWER, "strict_lower": Mask.STRICT_LOWER}
 
 
@@ -411,10 +411,14 @@ class Scheduler:
                     cmd = {"mode": ReadMode.ROW, "i": base + out_row, "j": ctx.j0}
                 self.reads.add(self.buffers[ins.add].rd_cmd, cond, cmd)
 
-        # stage 2: the exact sum at the instruction's fractional bits
+        # stage 2: the addend as it comes out of block RAM, registered (s1 waits beside it)
+        s1b = Signal.like(s1)
+        m.d.sync += s1b.eq(s1)
+
+        # stage 3: the exact sum at the instruction's fractional bits
         s2_sum = Signal(data.ArrayLayout(signed(wide), Cc))
         s2_meta = Signal.like(s1)
-        m.d.sync += s2_meta.eq(s1)
+        m.d.sync += s2_meta.eq(s1b)
         # instructions that align their terms by the same shifts share one adder per column
         sums = {}
         for n, ins in enumerate(instrs):
@@ -431,17 +435,17 @@ class Scheduler:
                 add = Signal(data.ArrayLayout(signed(width), Cc), name=f"s2_add{g}")
                 for n, src in zip(members, sources, strict=True):
                     with m.If(s1.pc == n):
-                        m.d.comb += [add[col].eq(src[col]) for col in range(Cc)]
-            with m.If(Cat(*[s1.pc == n for n in members]).any()):
+                        m.d.sync += [add[col].eq(src[col]) for col in range(Cc)]
+            with m.If(Cat(*[s1b.pc == n for n in members]).any()):
                 for col in range(Cc):
-                    total = s1.value[col] << value_shift
+                    total = s1b.value[col] << value_shift
                     if partial_shift is not None:
-                        total = total + (s1.partial[col] << partial_shift)
+                        total = total + (s1b.partial[col] << partial_shift)
                     if add_shift is not None:
                         total = total + (add[col] << add_shift)
                     m.d.sync += s2_sum[col].eq(total)
 
-        # stage 3: the rounding bit and the range of the instruction's format (one
+        # stage 4: the rounding bit and the range of the instruction's format (one
         # round_bounds per format and fraction; the instruction's own registered)
         groups = {}
         for n, ins in enumerate(instrs):
@@ -468,7 +472,7 @@ class Scheduler:
                         s3_below[col].eq(below),
                     ]
 
-        # stage 4: rounded and saturated (one adder per column, shared by the formats)
+        # stage 5: rounded and saturated (one adder per column, shared by the formats)
         s4_raw = Signal(data.ArrayLayout(signed(W + 1), Cc))
         s4_over = Signal(Cc)
         s4_meta = Signal.like(s1)
@@ -487,7 +491,7 @@ class Scheduler:
                     with m.Case(g):
                         m.d.sync += s4_raw[col].eq(raw)
 
-        # stage 5: write the row segment (inside the result only)
+        # stage 6: write the row segment (inside the result only)
         sat = []
         for n, ins in enumerate(instrs):
             rows = dim_value(self.cfg, ins.rows_dim, s4_meta.m)
