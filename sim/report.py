@@ -235,8 +235,11 @@ def report(root="reports", anchors=None) -> Path:
                     tps = f"{runs[0]['tokens_per_cycle'] * b['fmax_mhz'] * 1e6:.4g}"
             if b["fmax_mhz"]:
                 fmax = f"{b['fmax_mhz']:.1f}"
-            elif b.get("fmax_placed_mhz"):
-                fmax = f"placed, not routed (pre-route estimate {b['fmax_placed_mhz']:.1f})"
+            elif b.get("stage", "").startswith("placed"):
+                estimate = b.get("fmax_placed_mhz")
+                fmax = "placed, not routed" + (
+                    f" (pre-route estimate {estimate:.1f})" if estimate else ""
+                )
             else:
                 fmax = f"does not build: {b['error']}"
             ratio = (
