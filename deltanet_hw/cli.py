@@ -518,8 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_synth.add_argument(
         "--no-route",
         action="store_true",
-        help="stop after placement: proves the core fits and places, with nextpnr's pre-route "
-        "Fmax estimate and no bitstream (routing a large core takes hours)",
+        help="stop after placement: proves the core fits and places, no bitstream (routing a "
+        "large core takes hours); nextpnr's pre-route Fmax estimate is in the build's top.tim",
     )
     p_synth.add_argument(
         "--breakdown",

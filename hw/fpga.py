@@ -166,8 +166,9 @@ def build(
     ``router`` picks nextpnr's router (``router1``, its default, or ``router2``, faster on large
     designs). On ECP5, LUTs are mapped by ABC (:data:`ECP5_LUT_MAPPING`). ``place_only`` stops
     nextpnr after placement (``--no-route``): the record proves the design fits and places,
-    ``fmax_mhz`` is None and ``fmax_placed_mhz`` is
-    nextpnr's pre-route estimate; no bitstream is kept.
+    ``fmax_mhz`` is None, and ``fmax_placed_mhz`` is nextpnr's pre-route estimate when its report
+    has one (nextpnr 0.11.1 writes none without routing: the estimate is only in ``top.tim``);
+    no bitstream is kept.
     """
     module, cls, family, dsp_cell, _, _ = _board(board)
     for var, tool in _TOOLS.items():
