@@ -519,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-route",
         action="store_true",
         help="stop after placement: proves the core fits and places, no bitstream (routing a "
-        "large core takes hours); nextpnr's pre-route Fmax estimate is in the build's top.tim",
+        "large core takes hours); the record's fmax_placed_mhz is nextpnr's pre-route estimate",
     )
     p_synth.add_argument(
         "--breakdown",

@@ -29,6 +29,7 @@ __all__ = [
     "build",
     "check_fits",
     "dsps_per_product",
+    "placed_fmax",
     "try_build",
     "try_build_core",
 ]
@@ -166,9 +167,9 @@ def build(
     ``router`` picks nextpnr's router (``router1``, its default, or ``router2``, faster on large
     designs). On ECP5, LUTs are mapped by ABC (:data:`ECP5_LUT_MAPPING`). ``place_only`` stops
     nextpnr after placement (``--no-route``): the record proves the design fits and places,
-    ``fmax_mhz`` is None, and ``fmax_placed_mhz`` is nextpnr's pre-route estimate when its report
-    has one (nextpnr 0.11.1 writes none without routing: the estimate is only in ``top.tim``);
-    no bitstream is kept.
+    ``fmax_mhz`` is None, and ``fmax_placed_mhz`` is nextpnr's pre-route estimate, read from its
+    log ``top.tim`` (nextpnr 0.11.1 writes no Fmax into its report without routing); no bitstream
+    is kept.
     """
     module, cls, family, dsp_cell, _, _ = _board(board)
     for var, tool in _TOOLS.items():
@@ -198,6 +199,8 @@ def build(
         u = report["utilization"].get(bel)
         if u:
             resources[name] = {"used": u["used"], "available": u["available"]}
+    if place_only and not report["fmax"]:
+        report["fmax"] = placed_fmax((build_dir / "top.tim").read_text(errors="replace"))
     fmax = {clk: v["achieved"] for clk, v in report["fmax"].items()}
     bitstream = build_dir / ("top.bin" if family == "ice40" else "top.bit")
     if place_only:  # the packer ran on an unrouted design: not a bitstream anyone should load
@@ -220,6 +223,20 @@ def build(
         "router": router or "router1",
         "tools": _tool_versions(),
         "source_commit": commit,
+    }
+
+
+_FMAX_LINE = re.compile(
+    r"Info: Max frequency for clock '([^']+)': ([0-9.]+) MHz \((?:PASS|FAIL) at ([0-9.]+) MHz\)"
+)
+
+
+def placed_fmax(log: str) -> dict[str, dict[str, float]]:
+    """nextpnr's last Fmax estimate per clock in its log (after placement, on a --no-route run),
+    as ``--report`` has it: ``{clock: {"achieved": MHz, "constraint": MHz}}``."""
+    return {
+        clk: {"achieved": float(mhz), "constraint": float(target)}
+        for clk, mhz, target in _FMAX_LINE.findall(log)
     }
 
 

