@@ -16,10 +16,11 @@ Element pipeline (one word per cycle, all stages advance together):
    beta = sigmoid(logit) (x 2 for ``neg_eigval``) or the constant, into ``fmt_beta``; g passes.
 
 Vector stage (four buffers in rotation, so filling, normalising and draining overlap): while a
-vector fills its buffer the sum of squares accumulates; a small sequencer with one multiplier then
-computes the reciprocal square root (normalise to [1, 4), table, Newton steps, query scale) and
-the buffer drains as x * r rounded into ``fmt_qk``. v, beta and g vectors pass unchanged.
-``saturated`` is a sticky flag: some word did not fit its format (cleared by reset).
+vector fills its buffer the sum of squares accumulates (each word's square registered first); a
+small sequencer with one multiplier then computes the reciprocal square root (normalise to
+[1, 4), table, Newton steps, query scale) and the buffer drains as x * r rounded into ``fmt_qk``.
+v, beta and g vectors pass unchanged. ``saturated`` is a sticky flag: some word did not fit its
+format (cleared by reset).
 """
 
 import math
@@ -30,7 +31,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.inputs import L2NORM_EPS
 from ..golden.nonlinear import INTERNAL_FRAC, _rsqrt_lut, _sigmoid_lut
-from .fixed import requantize, round_parts, saturate, shift_round
+from .fixed import bound, requantize, round_bounds, shift_round
 
 __all__ = ["BetaPhi", "Kind", "beta_phi_layouts"]
 
@@ -100,6 +101,18 @@ def _lut_rom(m, lut, name):
     mem = memory.Memory(shape=2 * width, depth=len(init), init=init)
     m.submodules[name] = mem
     return mem.read_port(domain="sync"), width
+
+
+def _top_bit(x):
+    """Index of the highest set bit of an unsigned value (0 for 0 and 1): a priority encoder as
+    a tree of depth log2 of the width, not a chain."""
+    x = Value.cast(x).as_unsigned()
+    if len(x) == 1:
+        return C(0, 0)  # no index bits
+    bits = (len(x) - 1).bit_length()
+    x = Cat(x, C(0, (1 << bits) - len(x)))  # padded to a power of two
+    high, low = x[1 << (bits - 1) :], x[: 1 << (bits - 1)]
+    return Cat(Mux(high.any(), _top_bit(high), _top_bit(low)), high.any())
 
 
 def _lut_index(m, lut, x, x_frac, name):
@@ -390,7 +403,8 @@ class BetaPhi(wiring.Component):
         silu_v, o_sv = requantize(m, s6["silu"], cfg.fmt_v, "silu_v", frac_in=fa.frac_bits + F)
         beta_frac = F - (cfg.beta_mode == "neg_eigval")
         beta_s, o_b = requantize(m, s6["sig"], cfg.fmt_beta, "beta", frac_in=beta_frac)
-        value = Signal(signed(max(len(s6["y"]), len(silu_a), len(silu_v), len(beta_s)) + 1))
+        # every case fits its format (18 bits on ECP5): the square below is one 18x18 multiplier
+        value = Signal(signed(max(len(s6["y"]), len(silu_a), len(silu_v), len(beta_s))))
         over = Signal()
         with m.Switch(s6["kind"]):
             with m.Case(Kind.Q, Kind.K):
@@ -421,18 +435,30 @@ class BetaPhi(wiring.Component):
             },
             "s7",
         )
-        m.d.comb += p1_valid.eq(s7["valid"])
+        # the square for the vector's sum of squares, registered (multiplier, then the add)
+        s8 = stage(
+            {
+                "valid": s7["valid"],
+                "kind": s7["kind"],
+                "head": s7["head"],
+                "last": s7["last"],
+                "value": s7["value"],
+                "square": (s7["value"] * s7["value"]).as_unsigned(),
+            },
+            "s8",
+        )
+        m.d.comb += p1_valid.eq(s8["valid"])
 
         # ---------------- vector stage: fill -> normalise -> drain, four buffers -----------
-        self._vector_stage(m, s7, p1_valid, p1_ready, overflows)
+        self._vector_stage(m, s8, p1_valid, p1_ready, overflows)
         m.d.comb += sat.eq(Cat(*overflows).any())
         return m
 
-    def _vector_stage(self, m, s7, p1_valid, p1_ready, overflows):
+    def _vector_stage(self, m, s8, p1_valid, p1_ready, overflows):
         cfg = self.cfg
         d = max(cfg.d_k, cfg.d_v)
         NB = 4  # fill, normalise, drain, and one more to absorb the normalisation latency
-        vw = len(s7["value"])
+        vw = len(s8["value"])
         buf = memory.Memory(shape=signed(vw), depth=NB * d, init=[])
         m.submodules.vectors = buf
         wr = buf.write_port()
@@ -458,14 +484,13 @@ class BetaPhi(wiring.Component):
         ss = Signal(ss_width)
         m.d.comb += p1_ready.eq(state[fill] == 0)
         take = p1_valid & p1_ready
-        v = s7["value"]
-        m.d.comb += [wr.addr.eq(fill * d + count), wr.data.eq(v), wr.en.eq(take)]
+        m.d.comb += [wr.addr.eq(fill * d + count), wr.data.eq(s8["value"]), wr.en.eq(take)]
         with m.If(take):
-            ss_next = ss + (v * v).as_unsigned()
-            with m.If(s7["last"]):
+            ss_next = ss + s8["square"]
+            with m.If(s8["last"]):
                 m.d.sync += [
-                    kinds[fill].eq(s7["kind"]),
-                    heads[fill].eq(s7["head"]),
+                    kinds[fill].eq(s8["kind"]),
+                    heads[fill].eq(s8["head"]),
                     counts[fill].eq(count + 1),
                     sums[fill].eq(ss_next),
                     state[fill].eq(1),
@@ -529,10 +554,24 @@ class BetaPhi(wiring.Component):
             },
             "d3",
         )
-        # round (truncated value and round-up bit) in one stage, add and saturate in the next
-        q, up = round_parts(m, d3["prod"], d3["shift"], cfg.fmt_qk.rounding, "normed")
-        d4 = _stage(m, en, {**{k: d3[k] for k in frame}, "x": d3["x"], "q": q, "up": up}, "d4")
-        normed, o_n = saturate(m, d4["q"] + d4["up"], cfg.fmt_qk, "normed")
+        # round (floor, round-up bit, range flags) in one stage, add and saturate in the next
+        low, up, above, below = round_bounds(m, d3["prod"], cfg.fmt_qk, "normed", shift=d3["shift"])
+        d4 = _stage(
+            m,
+            en,
+            {
+                **{k: d3[k] for k in frame},
+                "x": d3["x"],
+                "low": low,
+                "up": up,
+                "above": above,
+                "below": below,
+            },
+            "d4",
+        )
+        rounded = Signal(cfg.fmt_qk.width)
+        m.d.comb += rounded.eq(d4["low"] + d4["up"])
+        normed, o_n = bound(m, rounded, d4["above"], d4["below"], cfg.fmt_qk, "normed")
         is_qk = (d4["kind"] == Kind.Q) | (d4["kind"] == Kind.K)
         overflows.append(d4["valid"] & en & is_qk & o_n)
         out = self.o.payload
@@ -562,14 +601,12 @@ class BetaPhi(wiring.Component):
         ss_w = len(meta["ss"][0]) + 1
         s = Signal(ss_w, name="rsqrt_s")  # registered: sum of squares + eps, at least 1
         total = meta["ss"][norm] + eps
-        # bit length (priority encoder) -> E, p: s = m 4**p with m in [1, 4)
-        bitlen = Signal(range(ss_w + 1))
-        for i in range(ss_w):
-            with m.If(s[i]):
-                m.d.comb += bitlen.eq(i + 1)
+        # highest set bit (s >= 1) -> E, p: s = m 4**p with m in [1, 4)
+        top = Signal(range(ss_w))
+        m.d.comb += top.eq(_top_bit(s))
         E = Signal(signed(8))
         p = Signal(signed(8), name="rsqrt_p")
-        m.d.comb += [E.eq(bitlen - 1 - s_frac), p.eq(E >> 1)]
+        m.d.comb += [E.eq(top - s_frac), p.eq(E >> 1)]
         mm = Signal(F + 3, name="rsqrt_m")  # m with F fractional bits
         r = Signal(F + 2, name="rsqrt_r")
         r2 = Signal(signed(F + 4), name="rsqrt_r2")

@@ -11,7 +11,7 @@ from amaranth import *
 
 from ..qformat import QFormat
 
-__all__ = ["bound", "requantize", "round_bounds", "round_parts", "saturate", "shift_round"]
+__all__ = ["bound", "requantize", "round_bounds", "round_parts", "shift_round"]
 
 
 def round_parts(m: Module, x, shift, rounding: str, name: str):
@@ -62,25 +62,6 @@ def shift_round(m: Module, x, shift, rounding: str, width: int, name: str):
     q, up = round_parts(m, x, shift, rounding, name)
     m.d.comb += out.eq(q + up)
     return out
-
-
-def saturate(m: Module, value, fmt: QFormat, name: str):
-    """Fit a rounded integer into ``fmt``: ``(raw, overflowed)`` (saturate, or wrap)."""
-    value = Value.cast(value)
-    raw = Signal(signed(fmt.width) if fmt.signed else unsigned(fmt.width), name=name)
-    over = Signal(name=f"{name}_overflow")
-    lo, hi = fmt.min_raw, fmt.max_raw
-    m.d.comb += over.eq((value < lo) | (value > hi))
-    if fmt.overflow == "saturate":
-        with m.If(value < lo):
-            m.d.comb += raw.eq(lo)
-        with m.Elif(value > hi):
-            m.d.comb += raw.eq(hi)
-        with m.Else():
-            m.d.comb += raw.eq(value)
-    else:
-        m.d.comb += raw.eq(value)  # keeps the low bits: two's complement wrap
-    return raw, over
 
 
 def round_bounds(m: Module, x, fmt: QFormat, name: str, *, frac_in=None, shift=None):

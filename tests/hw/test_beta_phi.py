@@ -3,10 +3,11 @@
 
 import numpy as np
 import pytest
+from amaranth import Module, Signal
 from amaranth.sim import Simulator
 
 from deltanet_hw.config import preset
-from deltanet_hw.hw.beta_phi import BetaPhi
+from deltanet_hw.hw.beta_phi import BetaPhi, _top_bit
 from deltanet_hw.sim.amaranth_tb import stream_get, stream_put
 from deltanet_hw.sim.vectors import beta_phi_vectors
 
@@ -92,3 +93,28 @@ def test_one_word_per_cycle_in_steady_state():
     r = beta_phi_throughput(preset("small"), tokens=3)
     assert r["mismatches"] == 0
     assert r["words_per_cycle"] > 0.95  # the normalisation latency is hidden by four buffers
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 5, 8, 11, 47])
+def test_top_bit_tree(width):
+    """The normaliser's priority encoder (a Mux tree): the highest set bit, 0 for 0 and 1."""
+    x, y = Signal(width), Signal(range(width + 1))
+    m = Module()
+    m.d.comb += y.eq(_top_bit(x))
+    rng = np.random.default_rng(width)
+    if width <= 11:
+        values = range(1 << width)
+    else:  # every bit length, several values each
+        values = [0]
+        for n in range(1, width + 1):
+            values += [int(v) for v in rng.integers(1 << (n - 1), 1 << n, size=8)]
+
+    async def bench(ctx):
+        for v in values:
+            want = max(v.bit_length() - 1, 0)
+            ctx.set(x, v)
+            assert ctx.get(y) == want, f"width {width}: x={v} expected {want}, got {ctx.get(y)}"
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
