@@ -22,6 +22,8 @@ The scheduler holds no memory of its own: the buffers belong to the core (hw/cor
 scheduler asks for their ports through :class:`PortMux`.
 """
 
+import contextlib
+
 from amaranth import *
 from amaranth.lib import data
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -41,23 +43,35 @@ MASKS = {"full": Mask.FULL, "lower": Mask.LOWER, "strict_lower": Mask.STRICT_LOW
 
 
 class PortMux:
-    """Requests to memory command ports from several places (at most one active per cycle)."""
+    """Requests to memory command ports from several places (at most one active per cycle).
+
+    A port is valid when a request's ``cond`` holds; its payload comes from the first request
+    whose ``cond`` holds, in the order added. A request may give a ``select`` for the payload
+    instead: ``cond`` without its late part (the scheduler's issue decision), true whenever
+    ``cond`` is; the selects of one port exclude each other. Those requests come after the others
+    (which keep priority) and the last one is the default, so a late ``cond`` drives ``valid``
+    but never the address path (timing).
+    """
 
     def __init__(self):
         self.requests = {}
 
-    def add(self, port, cond, fields: dict):
-        self.requests.setdefault(id(port), (port, []))[1].append((cond, fields))
+    def add(self, port, cond, fields: dict, *, select=None):
+        self.requests.setdefault(id(port), (port, []))[1].append((cond, fields, select))
 
     def build(self, m):
         for port, reqs in self.requests.values():
-            m.d.comb += port.valid.eq(Cat(*[c for c, _ in reqs]).any())
-            first = True
-            for cond, fields in reqs:
-                with m.If(cond) if first else m.Elif(cond):
+            m.d.comb += port.valid.eq(Cat(*[c for c, _, _ in reqs]).any())
+            reqs = sorted(reqs, key=lambda r: r[2] is not None)  # stable: selects last
+            for n, (cond, fields, select) in enumerate(reqs):
+                pick = cond if select is None else select
+                if n == len(reqs) - 1:  # the default: with no request active, any payload
+                    ctx = m.Else() if n else contextlib.nullcontext()
+                else:
+                    ctx = m.Elif(pick) if n else m.If(pick)
+                with ctx:
                     for name, value in fields.items():
                         m.d.comb += port.payload[name].eq(value)
-                first = False
 
 
 class Scheduler:
@@ -193,13 +207,14 @@ class Scheduler:
         # reads of the operands of the step
         for n, ins in enumerate(instrs):
             for t, st in enumerate(ins.steps):
-                cond = issue & (pc == n) & (term == t)
+                here = (pc == n) & (term == t)  # the operand address: registered state only
+                cond = issue & here
                 a_base = self._base(st.a.buf, half, head)
                 a_cmd = {
                     "col": {"mode": ReadMode.COLUMN, "i": a_base + i0, "j": k},
                     "row": {"mode": ReadMode.ROW, "i": a_base + k, "j": i0},
                 }[st.a.mode]
-                self.reads.add(self.buffers[st.a.buf].rd_cmd, cond, a_cmd)
+                self.reads.add(self.buffers[st.a.buf].rd_cmd, cond, a_cmd, select=here)
                 b_base = self._base(st.b.buf, half, head)
                 if st.b.mode == "sram":
                     b_cmd = {"head": head, "row": k, "tile": j0 // Cc}
@@ -208,7 +223,7 @@ class Scheduler:
                         "row": {"mode": ReadMode.ROW, "i": b_base + k, "j": j0},
                         "col": {"mode": ReadMode.COLUMN, "i": b_base + j0, "j": k},
                     }[st.b.mode]
-                self.reads.add(self.buffers[st.b.buf].rd_cmd, cond, b_cmd)
+                self.reads.add(self.buffers[st.b.buf].rd_cmd, cond, b_cmd, select=here)
 
         # the step's control now, its operands one cycle later with the read data
         pc_q = Signal.like(pc)
