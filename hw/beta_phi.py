@@ -614,8 +614,18 @@ class BetaPhi(wiring.Component):
         p_q = Signal(signed(8))
         a = Signal(signed(F + 4))
         b = Signal(signed(F + 4))
+        # the sequencer's one multiplier: four registered partial products of 17-bit halves (one
+        # hard multiplier each, no adder before the register), summed where the product is used
+        h = 17
+        a_parts, b_parts = (a[:h], a[h:].as_signed()), (b[:h], b[h:].as_signed())
+        partials = []
+        for i, x in enumerate(a_parts):
+            for j, y in enumerate(b_parts):
+                part = Signal(signed(len(x) + len(y) + 1), name=f"rsqrt_prod_{i}{j}")
+                m.d.sync += part.eq(x * y)
+                partials.append((part, h * (i + j)))
         prod = Signal(signed(2 * F + 8))
-        m.d.sync += prod.eq(a * b)  # the sequencer's one multiplier, registered
+        m.d.comb += prod.eq(sum(part << shift for part, shift in partials))
         idx, fr, sh = _lut_index(m, lut, mm, F, "rsqrt")
         m.d.comb += rom.addr.eq(idx)
 
