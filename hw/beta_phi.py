@@ -31,7 +31,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.inputs import L2NORM_EPS
 from ..golden.nonlinear import INTERNAL_FRAC, _rsqrt_lut, _sigmoid_lut
-from .fixed import bound, requantize, round_bounds, shift_round
+from .fixed import requantize, round_bounds, round_finish, shift_round
 
 __all__ = ["BetaPhi", "Kind", "beta_phi_layouts"]
 
@@ -569,9 +569,9 @@ class BetaPhi(wiring.Component):
             },
             "d4",
         )
-        rounded = Signal(cfg.fmt_qk.width)
-        m.d.comb += rounded.eq(d4["low"] + d4["up"])
-        normed, o_n = bound(m, rounded, d4["above"], d4["below"], cfg.fmt_qk, "normed")
+        normed, o_n = round_finish(
+            m, d4["low"], d4["up"], d4["above"], d4["below"], cfg.fmt_qk, "normed"
+        )
         is_qk = (d4["kind"] == Kind.Q) | (d4["kind"] == Kind.K)
         overflows.append(d4["valid"] & en & is_qk & o_n)
         out = self.o.payload

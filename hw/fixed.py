@@ -11,7 +11,14 @@ from amaranth import *
 
 from ..qformat import QFormat
 
-__all__ = ["bound", "requantize", "round_bounds", "round_parts", "shift_round"]
+__all__ = [
+    "bound",
+    "requantize",
+    "round_bounds",
+    "round_finish",
+    "round_parts",
+    "shift_round",
+]
 
 
 def round_parts(m: Module, x, shift, rounding: str, name: str):
@@ -107,6 +114,14 @@ def bound(m: Module, value, above, below, fmt: QFormat, name: str):
     return raw, over
 
 
+def round_finish(m: Module, low, up, above, below, fmt: QFormat, name: str):
+    """:func:`bound` after :func:`round_bounds` (its four values, registered or not): ``low +
+    up`` in ``fmt.width`` bits, then saturate. ``(raw, overflowed)``."""
+    value = Signal(fmt.width, name=f"{name}_value")
+    m.d.comb += value.eq(low + up)
+    return bound(m, value, above, below, fmt, name)
+
+
 def requantize(m: Module, x, fmt: QFormat, name: str, *, frac_in=None, shift=None):
     """Round ``x`` into ``fmt``: ``(raw, overflowed)`` signals.
 
@@ -114,9 +129,6 @@ def requantize(m: Module, x, fmt: QFormat, name: str, *, frac_in=None, shift=Non
     right shift ``frac_in - fmt.frac_bits`` when it varies). The raw value is ``fmt.width`` bits
     (signed if ``fmt.signed``); ``overflowed`` is 1 when the rounded value did not fit (then it
     saturated, or wrapped if ``fmt.overflow == "wrap"``). :func:`round_bounds` then
-    :func:`bound`, with no register between.
+    :func:`round_finish`, with no register between.
     """
-    low, up, above, below = round_bounds(m, x, fmt, name, frac_in=frac_in, shift=shift)
-    value = Signal(fmt.width, name=f"{name}_value")
-    m.d.comb += value.eq(low + up)
-    return bound(m, value, above, below, fmt, name)
+    return round_finish(m, *round_bounds(m, x, fmt, name, frac_in=frac_in, shift=shift), fmt, name)

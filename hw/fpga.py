@@ -199,9 +199,10 @@ def build(
         u = report["utilization"].get(bel)
         if u:
             resources[name] = {"used": u["used"], "available": u["available"]}
-    if place_only and not report["fmax"]:
-        report["fmax"] = placed_fmax((build_dir / "top.tim").read_text(errors="replace"))
-    fmax = {clk: v["achieved"] for clk, v in report["fmax"].items()}
+    clocks = report["fmax"]
+    if place_only and not clocks:
+        clocks = placed_fmax((build_dir / "top.tim").read_text(errors="replace"))
+    fmax = {clk: v["achieved"] for clk, v in clocks.items()}
     bitstream = build_dir / ("top.bin" if family == "ice40" else "top.bit")
     if place_only:  # the packer ran on an unrouted design: not a bitstream anyone should load
         bitstream.unlink(missing_ok=True)
@@ -214,7 +215,7 @@ def build(
         "fmax_mhz": None if place_only else best,
         "fmax_placed_mhz": best if place_only else None,
         "fmax_by_clock": fmax,
-        "constraint_mhz": {clk: v["constraint"] for clk, v in report["fmax"].items()},
+        "constraint_mhz": {clk: v["constraint"] for clk, v in clocks.items()},
         "resources": resources,
         "dsp_cells": cells.get(dsp_cell, 0),
         "expected_dsps": expected_dsps,

@@ -18,7 +18,7 @@ from amaranth.lib import data
 from amaranth.lib.fifo import SyncFIFOBuffered
 
 from .chunk_buffer import ReadMode
-from .fixed import bound, round_bounds
+from .fixed import round_bounds, round_finish
 from .mac_array import ArrayFeed, MacArray, Mask
 from .microcode import BUFFER_FORMATS
 
@@ -195,9 +195,9 @@ class Solver:
         m.d.sync += [s3.valid.eq(s2.valid), s3.ctx.eq(s2.ctx)]
         over = Signal(Cc)
         for col in range(Cc):
-            value = Signal(fmt.width, name=f"solve_rounded_{col}")
-            m.d.comb += value.eq(s2.low[col] + s2.up[col])
-            raw, ovf = bound(m, value, s2.above[col], s2.below[col], fmt, f"solve_bound_{col}")
+            raw, ovf = round_finish(
+                m, s2.low[col], s2.up[col], s2.above[col], s2.below[col], fmt, f"solve_{col}"
+            )
             m.d.sync += s3.words[col].eq(raw)
             m.d.comb += over[col].eq(ovf & (s2.ctx.j0 + col < m_rows))
         with m.If(s2.valid & over.any()):

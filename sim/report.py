@@ -63,6 +63,11 @@ COMMANDS = (
 )
 
 
+def _placed_only(build: dict) -> bool:
+    """A ``synth --no-route`` record: placed, not routed."""
+    return build.get("stage", "").startswith("placed")
+
+
 def _log(msg):
     print(f"[report] {msg}", file=sys.stderr, flush=True)
 
@@ -136,7 +141,7 @@ def _plot_resources(builds, path):  # each build's command is in the table under
             width,
             label=f"{b['config']} on {b['board']}"
             + (" (does not fit)" if b.get("error") else "")
-            + (" (placed, not routed)" if b.get("fmax_placed_mhz") else ""),
+            + (" (placed, not routed)" if _placed_only(b) else ""),
         )
     ax.axhline(100, color="r", lw=1)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(names))])
@@ -235,7 +240,7 @@ def report(root="reports", anchors=None) -> Path:
                     tps = f"{runs[0]['tokens_per_cycle'] * b['fmax_mhz'] * 1e6:.4g}"
             if b["fmax_mhz"]:
                 fmax = f"{b['fmax_mhz']:.1f}"
-            elif b.get("stage", "").startswith("placed"):
+            elif _placed_only(b):
                 estimate = b.get("fmax_placed_mhz")
                 fmax = "placed, not routed" + (
                     f" (pre-route estimate {estimate:.1f})" if estimate else ""
