@@ -4,7 +4,9 @@ from amaranth import *
 from amaranth.lib import memory, stream
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["memory_banks", "memory_signature", "read_handshake"]
+__all__ = ["READ_LATENCY", "memory_banks", "memory_signature", "read_handshake"]
+
+READ_LATENCY = 2  # command taken -> data on the read stream (block RAM, then a register)
 
 
 def memory_signature(cmd_layout, row_layout, write_layout) -> dict:
@@ -26,21 +28,35 @@ def memory_banks(m: Module, count: int, width: int, depth: int):
     return ports
 
 
-def read_handshake(m: Module, cmd, out) -> Signal:
-    """Valid/ready for a one-cycle synchronous read from command stream ``cmd`` to ``out``.
+def read_handshake(m: Module, cmd, out) -> tuple[Signal, Signal]:
+    """Valid/ready for a :data:`READ_LATENCY`-cycle read from command stream ``cmd`` to ``out``.
 
-    Returns ``take``: a command is accepted this cycle (enable the read ports with it; their data
-    holds until the next ``take``, so ``out`` stays stable while it waits for ready).
+    Two stages: the block RAM's output (its data holds until the next read), then a register
+    the caller loads with what it makes of that data (lane rotation, masks), so the block RAM's
+    clock-to-output and that logic do not share a cycle with the reader's. Full throughput: with
+    ``out.ready`` high, one command per cycle.
+
+    Returns ``take`` (a command is accepted this cycle: enable the read ports with it) and
+    ``advance`` (load ``out.payload`` from the read data this cycle; it holds until the next
+    ``advance``, so ``out`` stays stable while it waits for ready). Anything else that belongs to
+    a read (a tag) follows the same two enables.
     """
+    read_valid = Signal()  # the block RAM's output holds a read not yet in ``out``
     out_valid = Signal()
     take = Signal()
+    advance = Signal()
     m.d.comb += [
-        take.eq(cmd.valid & (~out_valid | out.ready)),
+        advance.eq(read_valid & (~out_valid | out.ready)),
+        take.eq(cmd.valid & (~read_valid | advance)),
         cmd.ready.eq(take),
         out.valid.eq(out_valid),
     ]
     with m.If(take):
+        m.d.sync += read_valid.eq(1)
+    with m.Elif(advance):
+        m.d.sync += read_valid.eq(0)
+    with m.If(advance):
         m.d.sync += out_valid.eq(1)
     with m.Elif(out.ready):
         m.d.sync += out_valid.eq(0)
-    return take
+    return take, advance

@@ -81,7 +81,8 @@ class ChunkBuffer(wiring.Component):
     rd_cmd : In(stream.Signature(cmd_layout))
         ``mode``, ``i``, ``j``, ``lane`` (DIAG only).
     rd_data : Out(stream.Signature(ArrayLayout(signed(width), lanes)))
-        One beat per command, in order.
+        One beat per command, in order, ``READ_LATENCY`` (hw/banks.py) cycles after it (the
+        rotation into lane order is registered after the block RAM).
     wr : In(stream.Signature(write_layout))
         ``mode`` (ROW or COLUMN), ``i``, ``j``, ``data``; always ready.
     """
@@ -155,7 +156,7 @@ class ChunkBuffer(wiring.Component):
         m = Module()
         L = self.lanes
         ports = memory_banks(m, L, self.width, self.depth)  # words never written read 0
-        take = read_handshake(m, self.rd_cmd, self.rd_data)
+        take, advance = read_handshake(m, self.rd_cmd, self.rd_data)
         cmd = self.rd_cmd.payload
         rot, banks = self._bank_addresses(m, cmd.mode, cmd.i, cmd.j, "rd")
         rot_q = Signal(range(L))
@@ -169,8 +170,9 @@ class ChunkBuffer(wiring.Component):
         with m.If(take):
             m.d.sync += keep_q.eq(Cat(*keep))
         kept = [Mux(keep_q[b], rd.data, 0) for b, (rd, _) in enumerate(ports)]
-        for t, word in enumerate(rotate(m, kept, rot_q, "rd")):  # lane t: bank (t + rot) mod L
-            m.d.comb += self.rd_data.payload[t].eq(word)
+        with m.If(advance):  # lane t: bank (t + rot) mod L, registered
+            for t, word in enumerate(rotate(m, kept, rot_q, "rd")):
+                m.d.sync += self.rd_data.payload[t].eq(word)
 
         # write: a row or column segment, words rotated into their banks
         wr = self.wr.payload

@@ -41,6 +41,7 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .banks import READ_LATENCY
 from .beta_phi import BetaPhi, Kind, beta_phi_layouts
 from .chunk_buffer import ChunkBuffer, ReadMode
 from .fixed import requantize
@@ -443,14 +444,18 @@ class DeltaNetCore(wiring.Component):
             {"mode": ReadMode.ROW, "i": (st_half * H + st_head) * C + st_row, "j": st_chan},
         )
         o_take = obuf.rd_cmd.valid & obuf.rd_cmd.ready
-        st_last = Signal()
+        # the sequence's last word: its read was taken and it is the only one left in the buffer's
+        # read pipeline (READ_LATENCY deep)
+        st_last_taken = Signal()
+        st_reads = Signal(range(READ_LATENCY + 1))  # reads taken, words not yet sent
         seq_end = (st_tokens + st_row == T - 1) & (st_head == Hr - 1) & (st_chan == cfg.d_v - 1)
-        with m.If(o_take):
-            m.d.sync += st_last.eq(seq_end)
+        with m.If(o_take & seq_end):
+            m.d.sync += st_last_taken.eq(1)
+        m.d.sync += st_reads.eq(st_reads + o_take - (self.tok_out.valid & self.tok_out.ready))
         m.d.comb += [
             self.tok_out.valid.eq(obuf.rd_data.valid),
             self.tok_out.payload.data.eq(obuf.rd_data.payload[0]),
-            self.tok_out.payload.last.eq(st_last),
+            self.tok_out.payload.last.eq(st_last_taken & (st_reads == 1)),
             obuf.rd_data.ready.eq(self.tok_out.ready),
         ]
         with m.If(o_take):
@@ -475,7 +480,14 @@ class DeltaNetCore(wiring.Component):
         with m.If(out_sent & self.tok_out.payload.last):
             m.d.sync += [busy.eq(0), done.eq(1)]
         with m.If(go):
-            m.d.sync += [st_half.eq(0), st_row.eq(0), st_head.eq(0), st_chan.eq(0), st_tokens.eq(0)]
+            m.d.sync += [
+                st_half.eq(0),
+                st_row.eq(0),
+                st_head.eq(0),
+                st_chan.eq(0),
+                st_tokens.eq(0),
+                st_last_taken.eq(0),
+            ]
 
         # cycles: first input accepted .. last output sent, inclusive
         counting = Signal()
@@ -520,7 +532,7 @@ class DeltaNetCore(wiring.Component):
 
         rb_seg = Signal(range(H * cfg.d_k * tiles + 1))  # next row segment to read
         rb_have = Signal()  # the segment's words are in rb_words
-        rb_pending = Signal()  # a read was issued last cycle
+        rb_pending = Signal()  # a read was issued, its words not yet in rb_words
         rb_lane = Signal(range(L))
         rb_words = Signal(data.ArrayLayout(signed(cfg.fmt_state.width), L))
         with m.If(ctrl[CTRL_BITS["READ_STATE"]] & idle):
@@ -531,9 +543,15 @@ class DeltaNetCore(wiring.Component):
             issue_rb,
             segment(rb_seg),
         )
-        m.d.sync += rb_pending.eq(issue_rb)
-        with m.If(rb_pending):
-            m.d.sync += [rb_words.eq(S.rd_data.payload), rb_have.eq(1), rb_seg.eq(rb_seg + 1)]
+        with m.If(issue_rb):
+            m.d.sync += rb_pending.eq(1)
+        with m.If(rb_pending & S.rd_data.valid):  # nothing else reads S while reading
+            m.d.sync += [
+                rb_pending.eq(0),
+                rb_words.eq(S.rd_data.payload),
+                rb_have.eq(1),
+                rb_seg.eq(rb_seg + 1),
+            ]
         rb_final = (rb_seg == H * cfg.d_k * tiles) & (rb_lane == L - 1)
         m.d.comb += [  # d_v is a multiple of L: every lane of a segment is a state word
             self.state_out.valid.eq(rb_have),

@@ -26,7 +26,13 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["ArrayFeed", "MacArray", "Mask", "mac_layouts", "operand_widths"]
+from .banks import READ_LATENCY
+
+# steps an ArrayFeed's FIFO holds: enough for one step per cycle (issue -> READ_LATENCY -> FIFO
+# -> array -> credit back), with one to spare
+FEED_DEPTH = READ_LATENCY + 3
+
+__all__ = ["FEED_DEPTH", "ArrayFeed", "MacArray", "Mask", "mac_layouts", "operand_widths"]
 
 PART_BITS = 14  # default longest carry chain of the accumulators
 # Wider B operands (the 32-bit state) are split into a low part of MULT_WIDTH - 1 bits and a high
@@ -334,13 +340,13 @@ class MacArray(wiring.Component):
 
 
 class ArrayFeed:
-    """Steps into a :class:`MacArray` from memories with a one-cycle read, through a FIFO.
+    """Steps into a :class:`MacArray` from the banked memories (hw/banks.py), through a FIFO.
 
     In the cycle a step is issued (``issue``), drive ``ctl`` (an ``a`` payload: first, last, sub,
-    mask, row0, col0; its data is not used) and the memory read commands; in the next cycle drive
-    ``a_words`` and ``b_words`` with the read data. Both enter a FIFO of ``depth`` steps that feeds
-    the array. Issue only while ``in_flight`` (steps issued and not yet taken by the array) is
-    below ``depth``: then the FIFO never overflows and the memories never wait.
+    mask, row0, col0; its data is not used) and the memory read commands; ``READ_LATENCY`` cycles
+    later drive ``a_words`` and ``b_words`` with the read data. Both enter a FIFO of ``depth``
+    steps that feeds the array. Issue only while ``in_flight`` (steps issued and not yet taken by
+    the array) is below ``depth``: then the FIFO never overflows and the memories never wait.
     """
 
     def __init__(self, m, arr: MacArray, issue, depth: int, name: str):
@@ -349,20 +355,25 @@ class ArrayFeed:
         self.ctl = Signal(arr.a_layout, name=f"{name}_ctl")
         self.a_words = Signal(arr.a_layout["data"].shape, name=f"{name}_a_words")
         self.b_words = Signal(arr.b_layout["data"].shape, name=f"{name}_b_words")
-        self.in_flight = Signal(range(depth + 2), name=f"{name}_in_flight")
+        self.in_flight = Signal(range(depth + READ_LATENCY + 1), name=f"{name}_in_flight")
         fifo = SyncFIFOBuffered(width=step.size, depth=depth)
         m.submodules[name] = fifo
-        issued_q = Signal(name=f"{name}_issued")
-        ctl_q = Signal(arr.a_layout, name=f"{name}_ctl_q")
-        m.d.sync += [issued_q.eq(issue), ctl_q.eq(self.ctl)]
+        issued, ctl = issue, self.ctl  # delayed with the reads
+        reading = []
+        for n in range(READ_LATENCY):
+            issued_q = Signal(name=f"{name}_issued_{n}")
+            ctl_q = Signal(arr.a_layout, name=f"{name}_ctl_{n}")
+            m.d.sync += [issued_q.eq(issued), ctl_q.eq(ctl)]
+            issued, ctl = issued_q, ctl_q
+            reading.append(issued_q)
         w = Signal(step, name=f"{name}_w")
         m.d.comb += [
-            w.a.eq(ctl_q),
+            w.a.eq(ctl),
             w.a.data.eq(self.a_words),
             w.b.data.eq(self.b_words),
             fifo.w_data.eq(w),
-            fifo.w_en.eq(issued_q),
-            self.in_flight.eq(fifo.level + issued_q),
+            fifo.w_en.eq(issued),
+            self.in_flight.eq(fifo.level + sum(reading)),
         ]
         r = data.View(step, fifo.r_data)
         m.d.comb += [

@@ -4,19 +4,20 @@ Three parts, elaborated into the core's module by :class:`Scheduler`:
 
 * **sequencer and fetch**: walks the array's instructions (``pc``), each for every head, and
   their tiles (i0, j0, term, k) exactly as :func:`~deltanet_hw.hw.microcode.tiles` lists them
-  (the solve runs on the solver, hw/solver.py, beside the array);
-  each cycle it may issue one step: a read of the A operand and of the B operand from their
-  buffers. One cycle later both words enter a small step FIFO that feeds the array (credits keep
-  the FIFO from overflowing, so the buffers never wait). An instruction marked ``wait`` starts
-  only when every tile issued before it has been written; one that reads T also waits, head by
-  head, for the solver.
+  (the solve runs on the solver, hw/solver.py, beside the array); each cycle it may issue one
+  step: a read of the A operand and of the B operand from their buffers. ``READ_LATENCY``
+  (two) cycles later both words enter a small step FIFO that feeds the array (credits keep the
+  FIFO from overflowing, so the buffers never wait). An instruction marked ``wait`` starts only
+  when every tile issued before it has been written; one that reads T also waits, head by head,
+  for the solver.
 * **MAC array** (hw/mac_array.py), with the tile's mask and position on its last step.
 * **epilogue**: a fixed six-stage pipeline on the drained rows (never stalls): a first term's
-  rows wait in a partial-sum FIFO for the second term; the addend (U, Vb or S) is read and
-  registered out of block RAM; the terms are aligned to the exact sum's fractional bits and
-  added; the sum is rounded into the instruction's format (the rounding bit and the range
-  first, then the carry and the saturation); the row segment is written (rows and columns
-  outside the result are dropped). Every rounding that saturates sets the sticky ``saturated``.
+  rows wait in a partial-sum FIFO for the second term; the addend (U, Vb or S) is read (two
+  cycles: block RAM, then the buffer's register); the terms are aligned to the exact sum's
+  fractional bits and added; the sum is rounded into the instruction's format (the rounding bit
+  and the range first, then the carry and the saturation); the row segment is written (rows
+  and columns outside the result are dropped). Every rounding that saturates sets the sticky
+  ``saturated``.
 
 The scheduler holds no memory of its own: the buffers belong to the core (hw/core.py) and the
 scheduler asks for their ports through :class:`PortMux`.
@@ -28,17 +29,17 @@ from amaranth import *
 from amaranth.lib import data
 from amaranth.lib.fifo import SyncFIFOBuffered
 
+from .banks import READ_LATENCY
 from .chunk_buffer import ReadMode
 from .fixed import bound, round_bounds
-from .mac_array import ArrayFeed, MacArray, Mask
+from .mac_array import FEED_DEPTH, ArrayFeed, MacArray, Mask
 from .microcode import CHUNK_INPUTS, core_program, dim_value
 from .solver import Solver
 
 __all__ = ["EPILOGUE_STAGES", "PortMux", "Scheduler"]
 
-STEP_FIFO_DEPTH = 4
 CTX_FIFO_DEPTH = 16
-EPILOGUE_STAGES = 6  # drained row -> written (the cycle model reads it)
+EPILOGUE_STAGES = 4 + READ_LATENCY  # drained row -> written (the cycle model reads it)
 MASKS = {"full": Mask.FULL, "lower": Mask.LOWER, "strict_lower": Mask.STRICT_LOWER}
 
 
@@ -188,7 +189,7 @@ class Scheduler:
                                 m.d.comb += k_hi.eq(n_k)
 
         issue = Signal()
-        feed = ArrayFeed(m, arr, issue, STEP_FIFO_DEPTH, "step_fifo")
+        feed = ArrayFeed(m, arr, issue, FEED_DEPTH, "step_fifo")
         # instructions that read T wait, head by head, for the solver's rows
         solver = self.solver
         solver.elaborate(m)
@@ -199,7 +200,7 @@ class Scheduler:
                     m.d.comb += blocked.eq(solver.t_done <= head)
         can_issue = Signal()
         m.d.comb += can_issue.eq(
-            running & ~waiting & ~blocked & (feed.in_flight < STEP_FIFO_DEPTH) & ctx_fifo.w_rdy
+            running & ~waiting & ~blocked & (feed.in_flight < FEED_DEPTH) & ctx_fifo.w_rdy
         )
         m.d.comb += issue.eq(can_issue)
         last = Signal()
@@ -227,10 +228,13 @@ class Scheduler:
                     }[st.b.mode]
                 self.reads.add(self.buffers[st.b.buf].rd_cmd, cond, b_cmd, select=here)
 
-        # the step's control now, its operands one cycle later with the read data
-        pc_q = Signal.like(pc)
-        term_q = Signal()
-        m.d.sync += [pc_q.eq(pc), term_q.eq(term)]
+        # the step's control now, its operands READ_LATENCY cycles later with the read data
+        pc_q, term_q = pc, term
+        for n in range(READ_LATENCY):
+            pc_d = Signal.like(pc, name=f"pc_read_{n}")
+            term_d = Signal(name=f"term_read_{n}")
+            m.d.sync += [pc_d.eq(pc_q), term_d.eq(term_q)]
+            pc_q, term_q = pc_d, term_d
         for n, ins in enumerate(instrs):
             with m.If(pc == n):
                 m.d.comb += feed.ctl.mask.eq(MASKS[ins.mask])
@@ -428,9 +432,13 @@ class Scheduler:
                     cmd = {"mode": ReadMode.ROW, "i": base + out_row, "j": ctx.j0}
                 self.reads.add(self.buffers[ins.add].rd_cmd, cond, cmd)
 
-        # stage 2: the addend as it comes out of block RAM, registered (s1 waits beside it)
-        s1b = Signal.like(s1)
-        m.d.sync += s1b.eq(s1)
+        # stage 2: the addend's read takes READ_LATENCY cycles (block RAM, then the buffer's
+        # register); s1 waits beside it
+        s1b = s1
+        for n in range(READ_LATENCY - 1):
+            s1_d = Signal.like(s1, name=f"s1_read_{n}")
+            m.d.sync += s1_d.eq(s1b)
+            s1b = s1_d
 
         # stage 3: the exact sum at the instruction's fractional bits
         s2_sum = Signal(data.ArrayLayout(signed(wide), Cc))
@@ -451,8 +459,8 @@ class Scheduler:
                 width = max(len(src[0]) for src in sources)
                 add = Signal(data.ArrayLayout(signed(width), Cc), name=f"s2_add{g}")
                 for n, src in zip(members, sources, strict=True):
-                    with m.If(s1.pc == n):
-                        m.d.sync += [add[col].eq(src[col]) for col in range(Cc)]
+                    with m.If(s1b.pc == n):
+                        m.d.comb += [add[col].eq(src[col]) for col in range(Cc)]
             with m.If(Cat(*[s1b.pc == n for n in members]).any()):
                 for col in range(Cc):
                     total = s1b.value[col] << value_shift

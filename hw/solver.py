@@ -19,12 +19,11 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 
 from .chunk_buffer import ReadMode
 from .fixed import round_bounds, round_finish
-from .mac_array import ArrayFeed, MacArray, Mask
+from .mac_array import FEED_DEPTH, ArrayFeed, MacArray, Mask
 from .microcode import BUFFER_FORMATS
 
 __all__ = ["Solver"]
 
-FIFO_DEPTH = 4
 EPILOGUE_STAGES = 3  # drained row -> written
 
 
@@ -66,7 +65,7 @@ class Solver:
         heads = Signal.like(self.heads)
         active = Signal()
         waiting = Signal()
-        outstanding = Signal(range(2 * FIFO_DEPTH + 8))
+        outstanding = Signal(range(2 * FEED_DEPTH + 8))
         tile_issued, tile_written = Signal(), Signal()
         m.d.sync += outstanding.eq(outstanding + tile_issued - tile_written)
 
@@ -78,15 +77,15 @@ class Solver:
             {"head": range(cfg.heads), "row": range(C + 1), "j0": range(C + Cc), "end": 1}
         )
         m.submodules.solver_ctx = ctx_fifo = SyncFIFOBuffered(
-            width=ctx_layout.size, depth=2 * FIFO_DEPTH + 4
+            width=ctx_layout.size, depth=2 * FEED_DEPTH + 4
         )
         issue = Signal()
-        feed = ArrayFeed(m, arr, issue, FIFO_DEPTH, "solver_steps")
+        feed = ArrayFeed(m, arr, issue, FEED_DEPTH, "solver_steps")
         m.d.comb += issue.eq(
             active
             & ~waiting
             & (self.a_done > head)
-            & (feed.in_flight < FIFO_DEPTH)
+            & (feed.in_flight < FEED_DEPTH)
             & ctx_fifo.w_rdy
         )
         m.d.comb += tile_issued.eq(issue & last)

@@ -47,7 +47,8 @@ class StateSram(wiring.Component):
     rd_cmd : In(stream.Signature(addr_layout))
         ``head``, ``row`` (k), ``tile`` (column tile t).
     rd_data : Out(stream.Signature(ArrayLayout(signed(width), lanes)))
-        The row segment, one beat per command, in order.
+        The row segment, one beat per command, in order, ``READ_LATENCY`` (hw/banks.py) cycles
+        after it.
     wr : In(stream.Signature(write_layout))
         ``head``, ``row``, ``tile`` and ``data``: one row segment written per beat (always ready).
     """
@@ -86,7 +87,7 @@ class StateSram(wiring.Component):
         m = Module()
         L = self.lanes
         banks = memory_banks(m, L, self.width, self.depth)  # words never written read 0
-        take = read_handshake(m, self.rd_cmd, self.rd_data)
+        take, advance = read_handshake(m, self.rd_cmd, self.rd_data)
         cmd = self.rd_cmd.payload
         rd_addr = self.address(cmd.head, cmd.row, cmd.tile)
         wr = self.wr.payload
@@ -96,9 +97,10 @@ class StateSram(wiring.Component):
             m.d.comb += [
                 rd.addr.eq(rd_addr),
                 rd.en.eq(take),
-                self.rd_data.payload[c].eq(rd.data),
                 wp.addr.eq(wr_addr),
                 wp.data.eq(wr.data[c]),
                 wp.en.eq(self.wr.valid & (wr.tile * L + c < self.d_v)),
             ]
+            with m.If(advance):
+                m.d.sync += self.rd_data.payload[c].eq(rd.data)
         return m

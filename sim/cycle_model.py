@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from functools import cache
 
+from ..hw.banks import READ_LATENCY
 from ..hw.core import LOADER_STAGES
 from ..hw.mac_array import MacArray
 from ..hw.microcode import core_program, tiles
@@ -36,7 +37,7 @@ from ..hw.solver import Solver
 
 __all__ = ["figures", "minimal_macs", "predict_chunk", "predict_run"]
 
-FETCH_LATENCY = 3  # issue -> read data -> step FIFO -> array
+FETCH_LATENCY = READ_LATENCY + 2  # issue -> read data -> step FIFO -> array
 RESTART = 1  # last write -> next step issued
 BETA_PHI_LATENCY = 40  # first input word -> BetaPhi's first output word (then LOADER_STAGES)
 OUTPUT_LATENCY = 2
