@@ -317,7 +317,8 @@ class BetaPhi(wiring.Component):
             "s2",
         )
 
-        # sigmoid: table index from |y| (activation or logit fractional bits)
+        # sigmoid: table index from |y| (activation or logit fractional bits), registered before
+        # the table's address (timing)
         lut = _sigmoid_lut(cfg.lut_bits)
         rom, tw = _lut_rom(m, lut, "sigmoid_rom")
         y2 = s2["y"]
@@ -326,8 +327,7 @@ class BetaPhi(wiring.Component):
         idx_a, fr_a, sh_a = _lut_index(m, lut, ay, fa.frac_bits, "sig_act")
         idx_b, fr_b, sh_b = _lut_index(m, lut, ay, fin.frac_bits, "sig_logit")
         is_beta2 = s2["kind"] == Kind.BETA
-        m.d.comb += [rom.addr.eq(Mux(is_beta2, idx_b, idx_a)), rom.en.eq(en)]
-        s3 = stage(
+        s2b = stage(
             {
                 "valid": s2["valid"],
                 "kind": s2["kind"],
@@ -335,9 +335,14 @@ class BetaPhi(wiring.Component):
                 "chan": s2["chan"],
                 "last": s2["last"],
                 "y": y2,
+                "idx": Mux(is_beta2, idx_b, idx_a),
                 "fr": Mux(is_beta2, fr_b, fr_a),
             },
-            "s3",
+            "s2b",
+        )
+        m.d.comb += [rom.addr.eq(s2b["idx"]), rom.en.eq(en)]
+        s3 = stage(
+            {key: s2b[key] for key in ("valid", "kind", "head", "chan", "last", "y", "fr")}, "s3"
         )
         s3b = stage(
             {
