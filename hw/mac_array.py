@@ -8,10 +8,11 @@ are skewed so that processing element (r, c) sees ``a[r, k]`` and ``b[k, c]`` in
 
 Each processing element registers its product (one signed multiplier in hard DSPs: one SB_MAC16
 for 16 x 16 bits on iCE40, two MULT18X18D for 18 x 32 bits on ECP5) and adds it to its
-accumulator: ``first`` starts a new sum, ``sub`` subtracts the product, ``last`` copies the
-finished sum into the element's result register. The accumulator is carry-save in parts of at
-most ``part_bits`` bits (no long carry chain in the loop); the pending carries are resolved in a
-short pipeline before the result register. Results leave through the ``c`` stream one row per
+accumulator: ``sub`` subtracts the product, ``last`` ends the tile: the finished sum is copied
+out and the accumulator clears (its flip-flops' synchronous reset), so every tile's sum starts
+from zero. The accumulator is carry-save in parts of at most ``part_bits`` bits (no long carry
+chain in the loop); the pending carries of the copy are resolved in a short pipeline whose last
+registers are the element's result. Results leave through the ``c`` stream one row per
 beat while the next tile already accumulates, so long products keep the array busy: a tile's last
 beat is accepted only once the previous tile's results have left (tiles shorter than
 ``min_tile_steps`` wait for that).
@@ -67,7 +68,7 @@ class MacArray(wiring.Component):
     Members
     -------
     a : In(stream.Signature(a_layout))
-        ``data`` (R signed values), ``first``, ``last``, ``sub``, and with the last beat
+        ``data`` (R signed values), ``last``, ``sub``, and with the last beat
         ``mask``, ``row0``, ``col0``.
     b : In(stream.Signature(b_layout))
         ``data`` (C signed values). Transferred together with ``a``.
@@ -130,7 +131,7 @@ class MacArray(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from accepting a tile's last beat to its first result row being available."""
-        return self.cols + 3 + self.parts - 1 + (1 if self.split_b else 0)
+        return self.cols + 2 + self.parts - 1 + (1 if self.split_b else 0)
 
     @property
     def parts(self) -> int:
@@ -148,14 +149,14 @@ class MacArray(wiring.Component):
         m.d.comb += [self.a.ready.eq(step), self.b.ready.eq(step)]
 
         # input stage and skew lines: lane r of a is delayed r cycles, lane c of b c cycles
-        ctl = data.StructLayout({"valid": 1, "first": 1, "last": 1, "sub": 1})
+        ctl = data.StructLayout({"valid": 1, "last": 1, "sub": 1})
         a_in, b_in = [], []
         for r in range(R):
             val = Signal(signed(self.a_width), name=f"a_skew_{r}_0")
             cv = Signal(ctl, name=f"ctl_skew_{r}_0")
             m.d.sync += [
                 val.eq(self.a.payload.data[r]),
-                cv.eq(Cat(step, self.a.payload.first, self.a.payload.last, self.a.payload.sub)),
+                cv.eq(Cat(step, self.a.payload.last, self.a.payload.sub)),
             ]
             for i in range(r):
                 nval = Signal(signed(self.a_width), name=f"a_skew_{r}_{i + 1}")
@@ -212,33 +213,44 @@ class MacArray(wiring.Component):
                 # a pipeline of short adds (one stage per part boundary)
                 wide = Signal(signed(self.acc_width), name=f"wide_{r}_{c}")
                 m.d.comb += wide.eq(prod)
-                parts, carries = [], []
+                # the sum starts from zero: the accumulator clears as a tile's last step is
+                # added (the FFs' synchronous reset, no gate in front of the adder), and copies
+                # of the sum are taken from the adders' outputs for the resolution below
+                done = pctl.valid & pctl.last
+                carries, copies, copy_carries = [], [], []
                 for i, (lo, hi) in enumerate(bounds):
                     top = i == len(bounds) - 1
                     part = Signal(signed(hi - lo) if top else hi - lo, name=f"acc{i}_{r}_{c}")
-                    cin = pctl.sub if i == 0 else Mux(pctl.first, 0, carries[i - 1])
+                    cin = pctl.sub if i == 0 else carries[i - 1]
                     term = wide[lo:hi].as_signed() if top else wide[lo:hi]
                     total = Signal(signed(hi - lo) if top else hi - lo + 1, name=f"sum{i}_{r}_{c}")
-                    m.d.comb += total.eq(Mux(pctl.first, 0, part) + term + cin)
-                    with m.If(pctl.valid):
+                    m.d.comb += total.eq(part + term + cin)
+                    copy = Signal.like(part, name=f"copy{i}_{r}_{c}")
+                    with m.If(done):
+                        m.d.sync += [part.eq(0), copy.eq(total[: hi - lo])]
+                    with m.Elif(pctl.valid):
                         m.d.sync += part.eq(total[: hi - lo])
                     if not top:
                         carry = Signal(name=f"carry{i}_{r}_{c}")
-                        with m.If(pctl.valid):
+                        # a pending carry and one out of the addition below may meet: 0..2
+                        copy_carry = Signal(2, name=f"copy_carry{i}_{r}_{c}")
+                        with m.If(done):
+                            m.d.sync += [carry.eq(0), copy_carry.eq(total[hi - lo])]
+                        with m.Elif(pctl.valid):
                             m.d.sync += carry.eq(total[hi - lo])
                         carries.append(carry)
-                    parts.append(part)
+                        copy_carries.append(copy_carry)
+                    copies.append(copy)
                 # resolution: stage j adds the pending carry count j into part j + 1 (its carry
-                # out joins count j + 1), on copies taken when the last step has been added
+                # out joins count j + 1); the last stage's registers are the result
                 finish = Signal(name=f"finish_{r}_{c}")
-                m.d.sync += finish.eq(pctl.valid & pctl.last)
-                stage_parts, stage_carries, stage_valid = list(parts), list(carries), finish
+                m.d.sync += finish.eq(done)
+                stage_parts, stage_carries, stage_valid = copies, copy_carries, finish
                 for j in range(len(carries)):
                     nparts = [
                         Signal.like(x, name=f"res{j}_p{i}_{r}_{c}")
                         for i, x in enumerate(stage_parts)
                     ]
-                    # a pending carry and one out of the addition below may meet: counts 0..2
                     ncarries = [Signal(2, name=f"res{j}_c{i}_{r}_{c}") for i in range(len(carries))]
                     nvalid = Signal(name=f"res{j}_valid_{r}_{c}")
                     m.d.sync += nvalid.eq(stage_valid)
@@ -255,8 +267,7 @@ class MacArray(wiring.Component):
                         if not top:
                             m.d.sync += ncarries[j + 1].eq(stage_carries[j + 1] + added[hi - lo])
                     stage_parts, stage_carries, stage_valid = nparts, ncarries, nvalid
-                with m.If(stage_valid):
-                    m.d.sync += out.eq(Cat(*stage_parts))
+                m.d.comb += out.eq(Cat(*stage_parts))
                 res[r][c] = out
                 # pass a (with control) right and b down
                 a_next = Signal(signed(self.a_width), name=f"a_{r}_{c}")
@@ -342,7 +353,7 @@ class MacArray(wiring.Component):
 class ArrayFeed:
     """Steps into a :class:`MacArray` from the banked memories (hw/banks.py), through a FIFO.
 
-    In the cycle a step is issued (``issue``), drive ``ctl`` (an ``a`` payload: first, last, sub,
+    In the cycle a step is issued (``issue``), drive ``ctl`` (an ``a`` payload: last, sub,
     mask, row0, col0; its data is not used) and the memory read commands; ``READ_LATENCY`` cycles
     later drive ``a_words`` and ``b_words`` with the read data. Both enter a FIFO of ``depth``
     steps that feeds the array. Issue only while ``in_flight`` (steps issued and not yet taken by
@@ -390,7 +401,6 @@ def mac_layouts(rows, cols, a_width, b_width, acc_width):
     a = data.StructLayout(
         {
             "data": data.ArrayLayout(signed(a_width), rows),
-            "first": 1,
             "last": 1,
             "sub": 1,
             "mask": Mask,

@@ -242,7 +242,6 @@ class Scheduler:
                     with m.If(term == t):
                         m.d.comb += feed.ctl.sub.eq(st.sign < 0)
         m.d.comb += [
-            feed.ctl.first.eq(k == 0),
             feed.ctl.last.eq(last),
             feed.ctl.row0.eq(i0),
             feed.ctl.col0.eq(j0),

@@ -94,7 +94,6 @@ class Solver:
         self.reads.add(a_buf.rd_cmd, issue, {"mode": ReadMode.COLUMN, "i": base + row, "j": k})
         self.reads.add(t_buf.rd_cmd, issue, {"mode": ReadMode.ROW, "i": base + k, "j": j0})
         m.d.comb += [
-            feed.ctl.first.eq(k == j0),
             feed.ctl.last.eq(last),
             feed.ctl.sub.eq(1),
             feed.ctl.mask.eq(Mask.LOWER),

@@ -104,7 +104,7 @@ def mac_throughput(cfg, tiles=256, seed=0) -> dict:
     K = cfg.d_k
     rng = np.random.default_rng(seed)
     tile_list, expected = mac_tiles(
-        rng, dut.rows, dut.cols, dut.a_width, dut.b_width, tiles, (K, K), restart_p=0.0
+        rng, dut.rows, dut.cols, dut.a_width, dut.b_width, tiles, (K, K)
     )
     t0 = time.perf_counter()
     r = run_unstalled(dut, tile_list, expected)

@@ -36,7 +36,6 @@ class MacTile:
     a: np.ndarray  # [K, R] int64: column k of A at step k
     b: np.ndarray  # [K, C] int64: row k of B at step k
     sub: np.ndarray  # [K] bool: subtract step k
-    first: np.ndarray  # [K] bool: step k starts a new sum
     mask: int
     row0: int
     col0: int
@@ -46,7 +45,6 @@ class MacTile:
         return [
             {
                 "data": self.a[k].tolist(),
-                "first": int(self.first[k]),
                 "last": int(k == K - 1),
                 "sub": int(self.sub[k]),
                 "mask": self.mask,
@@ -64,33 +62,24 @@ def expected_rows(tiles: list[MacTile]) -> list[np.ndarray]:
     """Result rows of every tile, in order: the exact (masked) sums the golden model defines."""
     rows = []
     for t in tiles:
-        start = int(np.flatnonzero(t.first)[-1])  # the sum restarts at the last `first`
-        sign = np.where(t.sub[start:], -1, 1)
-        acc = np.einsum("k,kr,kc->rc", sign, t.a[start:], t.b[start:])
+        sign = np.where(t.sub, -1, 1)
+        acc = np.einsum("k,kr,kc->rc", sign, t.a, t.b)
         rows.extend(masked(acc, MASK_NAMES[t.mask], t.row0, t.col0))
     return rows
 
 
-def mac_tiles(rng, rows, cols, a_width, b_width, n_tiles, k_range=(1, 12), restart_p=0.2):
-    """Random tiles with extreme operand values mixed in, random signs, masks and offsets.
-
-    With probability ``restart_p`` a tile restarts its sum (``first``) at a random inner step.
-    """
+def mac_tiles(rng, rows, cols, a_width, b_width, n_tiles, k_range=(1, 12)):
+    """Random tiles with extreme operand values mixed in, random signs, masks and offsets."""
     tiles = []
     for _ in range(n_tiles):
         K = int(rng.integers(k_range[0], k_range[1] + 1))
         a = _operands(rng, (K, rows), a_width)
         b = _operands(rng, (K, cols), b_width)
-        first = np.zeros(K, dtype=bool)
-        first[0] = True
-        if K > 2 and rng.random() < restart_p:
-            first[int(rng.integers(1, K))] = True  # a restart inside the tile
         tiles.append(
             MacTile(
                 a=a,
                 b=b,
                 sub=rng.random(K) < 0.3,
-                first=first,
                 mask=int(rng.integers(0, 3)),
                 row0=int(rng.integers(0, 3)) * rows,
                 col0=int(rng.integers(0, 3)) * cols,

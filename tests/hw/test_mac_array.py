@@ -102,14 +102,11 @@ def test_accumulator_carries_across_every_part():
     tiles = []
     for _ in range(40):
         K = int(rng.integers(1, 40))
-        first = np.zeros(K, dtype=bool)
-        first[0] = True
         tiles.append(
             MacTile(
                 a=rng.choice(a_vals, (K, 2)),
                 b=rng.choice(b_vals, (K, 2)),
                 sub=rng.random(K) < 0.4,
-                first=first,
                 mask=0,
                 row0=0,
                 col0=0,

@@ -57,7 +57,6 @@ def test_buffer_modes_feed_the_products():
                 mac.a,
                 {
                     "data": a,
-                    "first": int(k == 0),
                     "last": int(k == len(steps) - 1),
                     "sub": 0,
                     "mask": mask,
