@@ -182,9 +182,7 @@ class BetaPhi(wiring.Component):
         d = max(cfg.d_k, cfg.d_v)
         W = cfg.conv_size
         fin, fa = cfg.fmt_input, cfg.fmt_act
-        sat = Signal()  # any overflow this cycle
-        m.d.sync += self.saturated.eq(self.saturated | sat)
-        overflows = []
+        overflows = []  # one flag per rounding: it overflowed this cycle
 
         # ---------------- element pipeline ------------------------------------------------
         p1_valid = Signal()
@@ -456,7 +454,11 @@ class BetaPhi(wiring.Component):
 
         # ---------------- vector stage: fill -> normalise -> drain, four buffers -----------
         self._vector_stage(m, s8, p1_valid, p1_ready, overflows)
-        m.d.comb += sat.eq(Cat(*overflows).any())
+        # each flag registered where it is made, then ORed into the sticky flag (a cycle later:
+        # the roundings' range checks stay off the OR's path)
+        flags = Signal(len(overflows))
+        m.d.sync += flags.eq(Cat(*overflows))
+        m.d.sync += self.saturated.eq(self.saturated | flags.any())
         return m
 
     def _vector_stage(self, m, s8, p1_valid, p1_ready, overflows):
