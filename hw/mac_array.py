@@ -1,21 +1,21 @@
 """Systolic MAC array: R x C processing elements with exact wide accumulators.
 
 Output-stationary dataflow. Every accepted beat is one step k of a tile product
-``C[R x C] (+/-)= A[R x K] @ B[K x C]``: the ``a`` beat carries column k of A (one value per row)
+``C[R x C] = A[R x K] @ B[K x C]``: the ``a`` beat carries column k of A (one value per row)
 and the control bits of the step, the ``b`` beat carries row k of B (one value per column). Inputs
 are skewed so that processing element (r, c) sees ``a[r, k]`` and ``b[k, c]`` in the same cycle;
 ``a`` values and control travel right, ``b`` values travel down.
 
-Each processing element registers its product (one signed multiplier in hard DSPs: one SB_MAC16
-for 16 x 16 bits on iCE40, two MULT18X18D for 18 x 32 bits on ECP5) and adds it to its
-accumulator: ``sub`` subtracts the product, ``last`` ends the tile: the finished sum is copied
-out and the accumulator clears (its flip-flops' synchronous reset), so every tile's sum starts
-from zero. The accumulator is carry-save in parts of at most ``part_bits`` bits (no long carry
-chain in the loop); the pending carries of the copy are resolved in a short pipeline whose last
-registers are the element's result. Results leave through the ``c`` stream one row per
-beat while the next tile already accumulates, so long products keep the array busy: a tile's last
-beat is accepted only once the previous tile's results have left (tiles shorter than
-``min_tile_steps`` wait for that).
+Each processing element registers its product (one signed multiplier in hard DSPs: one SB_MAC16 for
+16 x 16 bits on iCE40, two MULT18X18D for 18 x 32 bits on ECP5) and adds it to its accumulator;
+``last`` ends the tile: the finished sum is copied out and the accumulator clears (its flip-flops'
+synchronous reset), so every tile's sum starts from zero. The accumulator is carry-save in parts of
+at most ``part_bits`` bits (no long carry chain in the loop); the pending carries of the copy are
+resolved in a short pipeline whose last registers are the element's result. Signs are the reader's:
+a term to subtract is subtracted where the rows are used (the epilogue's adders), not in every
+element. Results leave through the ``c`` stream one row per beat while the next tile already
+accumulates, so long products keep the array busy: a tile's last beat is accepted only once the
+previous tile's results have left (tiles shorter than ``min_tile_steps`` wait for that).
 
 The drain applies the tile's triangular mask, given with the last beat as a mode and the tile's
 position (``row0``, ``col0``) in the whole matrix: ``lower`` keeps elements with i >= j,
@@ -68,7 +68,7 @@ class MacArray(wiring.Component):
     Members
     -------
     a : In(stream.Signature(a_layout))
-        ``data`` (R signed values), ``last``, ``sub``, and with the last beat
+        ``data`` (R signed values), ``last``, and with the last beat
         ``mask``, ``row0``, ``col0``.
     b : In(stream.Signature(b_layout))
         ``data`` (C signed values). Transferred together with ``a``.
@@ -149,14 +149,14 @@ class MacArray(wiring.Component):
         m.d.comb += [self.a.ready.eq(step), self.b.ready.eq(step)]
 
         # input stage and skew lines: lane r of a is delayed r cycles, lane c of b c cycles
-        ctl = data.StructLayout({"valid": 1, "last": 1, "sub": 1})
+        ctl = data.StructLayout({"valid": 1, "last": 1})
         a_in, b_in = [], []
         for r in range(R):
             val = Signal(signed(self.a_width), name=f"a_skew_{r}_0")
             cv = Signal(ctl, name=f"ctl_skew_{r}_0")
             m.d.sync += [
                 val.eq(self.a.payload.data[r]),
-                cv.eq(Cat(step, self.a.payload.last, self.a.payload.sub)),
+                cv.eq(Cat(step, self.a.payload.last)),
             ]
             for i in range(r):
                 nval = Signal(signed(self.a_width), name=f"a_skew_{r}_{i + 1}")
@@ -187,8 +187,6 @@ class MacArray(wiring.Component):
                 prod = Signal(signed(self.a_width + self.b_width), name=f"prod_{r}_{c}")
                 pctl = Signal(ctl, name=f"pctl_{r}_{c}")
                 out = Signal(signed(self.acc_width), name=f"res_{r}_{c}")
-                # the product register holds +a*b, or ~(a*b) with a carry-in of 1 for -a*b
-                # (-x = ~x + 1)
                 if self.split_b:
                     # B wider than one hard multiplier: the two partial products are registered
                     # on their own (each a DSP), and joined in the next cycle
@@ -202,11 +200,9 @@ class MacArray(wiring.Component):
                         ctl0.eq(a_ctl),
                     ]
                     joined = (p_hi << L) + p_lo
-                    m.d.sync += [prod.eq(Mux(ctl0.sub, ~joined, joined)), pctl.eq(ctl0)]
+                    m.d.sync += [prod.eq(joined), pctl.eq(ctl0)]
                 else:
                     m.d.sync += [prod.eq(a_val * b_val), pctl.eq(a_ctl)]
-                    with m.If(a_ctl.sub):
-                        m.d.sync += prod.eq(~(a_val * b_val))
                 # carry-save accumulator in parts of at most part_bits: the carry out of each
                 # part joins the next part one step later, so no carry chain in the loop is
                 # longer than a part; after the last step the pending carries are resolved in
@@ -221,7 +217,7 @@ class MacArray(wiring.Component):
                 for i, (lo, hi) in enumerate(bounds):
                     top = i == len(bounds) - 1
                     part = Signal(signed(hi - lo) if top else hi - lo, name=f"acc{i}_{r}_{c}")
-                    cin = pctl.sub if i == 0 else carries[i - 1]
+                    cin = carries[i - 1] if i else 0
                     term = wide[lo:hi].as_signed() if top else wide[lo:hi]
                     total = Signal(signed(hi - lo) if top else hi - lo + 1, name=f"sum{i}_{r}_{c}")
                     m.d.comb += total.eq(part + term + cin)
@@ -353,7 +349,7 @@ class MacArray(wiring.Component):
 class ArrayFeed:
     """Steps into a :class:`MacArray` from the banked memories (hw/banks.py), through a FIFO.
 
-    In the cycle a step is issued (``issue``), drive ``ctl`` (an ``a`` payload: last, sub,
+    In the cycle a step is issued (``issue``), drive ``ctl`` (an ``a`` payload: last,
     mask, row0, col0; its data is not used) and the memory read commands; ``READ_LATENCY`` cycles
     later drive ``a_words`` and ``b_words`` with the read data. Both enter a FIFO of ``depth``
     steps that feeds the array. Issue only while ``in_flight`` (steps issued and not yet taken by
@@ -402,7 +398,6 @@ def mac_layouts(rows, cols, a_width, b_width, acc_width):
         {
             "data": data.ArrayLayout(signed(a_width), rows),
             "last": 1,
-            "sub": 1,
             "mask": Mask,
             "row0": OFFSET_BITS,
             "col0": OFFSET_BITS,

@@ -11,13 +11,13 @@ Three parts, elaborated into the core's module by :class:`Scheduler`:
   when every tile issued before it has been written; one that reads T also waits, head by head,
   for the solver.
 * **MAC array** (hw/mac_array.py), with the tile's mask and position on its last step.
-* **epilogue**: a fixed six-stage pipeline on the drained rows (never stalls): a first term's
-  rows wait in a partial-sum FIFO for the second term; the addend (U, Vb or S) is read (two
-  cycles: block RAM, then the buffer's register); the terms are aligned to the exact sum's
-  fractional bits and added; the sum is rounded into the instruction's format (the rounding bit
-  and the range first, then the carry and the saturation); the row segment is written (rows
-  and columns outside the result are dropped). Every rounding that saturates sets the sticky
-  ``saturated``.
+* **epilogue**: a fixed six-stage pipeline on the drained rows (never stalls): a first term's rows
+  wait in a partial-sum FIFO for the second term; the addend (U, Vb or S) is read (two cycles: block
+  RAM, then the buffer's register); the terms are aligned to the exact sum's fractional bits and
+  added or subtracted by their signs (the array only adds); the sum is rounded into the
+  instruction's format (the rounding bit and the range first, then the carry and the saturation);
+  the row segment is written (rows and columns outside the result are dropped). Every rounding that
+  saturates sets the sticky ``saturated``.
 
 The scheduler holds no memory of its own: the buffers belong to the core (hw/core.py) and the
 scheduler asks for their ports through :class:`PortMux`.
@@ -238,9 +238,6 @@ class Scheduler:
         for n, ins in enumerate(instrs):
             with m.If(pc == n):
                 m.d.comb += feed.ctl.mask.eq(MASKS[ins.mask])
-                for t, st in enumerate(ins.steps):
-                    with m.If(term == t):
-                        m.d.comb += feed.ctl.sub.eq(st.sign < 0)
         m.d.comb += [
             feed.ctl.last.eq(last),
             feed.ctl.row0.eq(i0),
@@ -444,15 +441,17 @@ class Scheduler:
         s2_meta = Signal.like(s1)
         m.d.sync += s2_meta.eq(s1b)
         # instructions that align their terms by the same shifts share one adder per column
+        # (and signs: the array adds products; a term's sign is applied here, once per column)
         sums = {}
         for n, ins in enumerate(instrs):
+            value, partial = ins.steps[-1], ins.steps[0] if len(ins.steps) == 2 else None
             key = (
-                ins.top_frac - ins.steps[-1].frac,
-                ins.top_frac - ins.steps[0].frac if len(ins.steps) == 2 else None,
+                (ins.top_frac - value.frac, value.sign),
+                (ins.top_frac - partial.frac, partial.sign) if partial else None,
                 ins.top_frac - ins.add_frac if ins.add else None,
             )
             sums.setdefault(key, []).append(n)
-        for g, ((value_shift, partial_shift, add_shift), members) in enumerate(sums.items()):
+        for g, ((value, partial, add_shift), members) in enumerate(sums.items()):
             if add_shift is not None:  # the word to add: read from the instruction's buffer
                 sources = [self.buffers[instrs[n].add].rd_data.payload for n in members]
                 width = max(len(src[0]) for src in sources)
@@ -462,12 +461,14 @@ class Scheduler:
                         m.d.comb += [add[col].eq(src[col]) for col in range(Cc)]
             with m.If(Cat(*[s1b.pc == n for n in members]).any()):
                 for col in range(Cc):
-                    total = s1b.value[col] << value_shift
-                    if partial_shift is not None:
-                        total = total + (s1b.partial[col] << partial_shift)
+                    terms = [(s1b.value[col] << value[0], value[1])]
+                    if partial is not None:
+                        terms.append((s1b.partial[col] << partial[0], partial[1]))
                     if add_shift is not None:
-                        total = total + (add[col] << add_shift)
-                    m.d.sync += s2_sum[col].eq(total)
+                        terms.append((add[col] << add_shift, 1))
+                    plus = sum(term for term, sign in terms if sign > 0)
+                    minus = sum(term for term, sign in terms if sign < 0)
+                    m.d.sync += s2_sum[col].eq(plus - minus)
 
         # stage 4: the rounding bit and the range of the instruction's format (one
         # round_bounds per format and fraction; the instruction's own registered)

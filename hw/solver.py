@@ -95,7 +95,6 @@ class Solver:
         self.reads.add(t_buf.rd_cmd, issue, {"mode": ReadMode.ROW, "i": base + k, "j": j0})
         m.d.comb += [
             feed.ctl.last.eq(last),
-            feed.ctl.sub.eq(1),
             feed.ctl.mask.eq(Mask.LOWER),
             feed.ctl.row0.eq(row),
             feed.ctl.col0.eq(j0),
@@ -159,7 +158,7 @@ class Solver:
         m.d.sync += [s1.valid.eq(c.valid), s1.ctx.eq(ctx)]
         for col in range(Cc):
             one = Mux(ctx.j0 + col == ctx.row, 1 << top, 0)
-            m.d.sync += s1.sum[col].eq(c.payload.data[col] + one)
+            m.d.sync += s1.sum[col].eq(one - c.payload.data[col])
         # s2: the rounding bit and the range flags; s3: rounded and saturated (hw/fixed.py)
         fmt = getattr(cfg, ins.fmt)
         s2 = Signal(

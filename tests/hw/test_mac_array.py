@@ -106,7 +106,6 @@ def test_accumulator_carries_across_every_part():
             MacTile(
                 a=rng.choice(a_vals, (K, 2)),
                 b=rng.choice(b_vals, (K, 2)),
-                sub=rng.random(K) < 0.4,
                 mask=0,
                 row0=0,
                 col0=0,

@@ -58,7 +58,6 @@ def test_buffer_modes_feed_the_products():
                 {
                     "data": a,
                     "last": int(k == len(steps) - 1),
-                    "sub": 0,
                     "mask": mask,
                     "row0": row0,
                     "col0": col0,
