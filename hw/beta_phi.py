@@ -115,6 +115,28 @@ def _top_bit(x):
     return Cat(Mux(high.any(), _top_bit(high), _top_bit(low)), high.any())
 
 
+def _pieces(v):
+    """``v`` (signed) as hard-multiplier operands: ``[(piece, shift)]``, 17-bit unsigned low
+    pieces and a signed top piece of at most 18 bits (ECP5 MULT18X18D, iCE40 SB_MAC16 inputs)."""
+    v = Value.cast(v).as_signed()
+    if len(v) <= 18:
+        return [(v, 0)]
+    return [(v[:17], 0)] + [(p, s + 17) for p, s in _pieces(v[17:].as_signed())]
+
+
+def _partial_products(m, x, y, en, name):
+    """``x * y`` as registered partial products (loaded when ``en``), one hard multiplier each
+    and no adder before its register: ``[(product, shift)]``; their shifted sum is ``x * y``."""
+    out = []
+    for i, (a, sa) in enumerate(_pieces(x)):
+        for j, (b, sb) in enumerate(_pieces(y)):
+            part = Signal(signed(len(a) + len(b) + 1), name=f"{name}_{i}{j}")
+            with m.If(en):
+                m.d.sync += part.eq(a * b)
+            out.append((part, sa + sb))
+    return out
+
+
 def _lut_index(m, lut, x, x_frac, name):
     """Table index and fraction (and the fraction's bits) of ``x`` (clamped to the domain)."""
     lo = round(lut.lo * 2**x_frac)
@@ -550,14 +572,19 @@ class BetaPhi(wiring.Component):
             {**{k: d1[k] for k in frame}, "r": d1["r"], "shift": d1["shift"], "x": rd.data},
             "d2",
         )
+        # x * r: registered partial products (one hard multiplier each), summed in the next stage
+        partials = _partial_products(m, d2["x"], d2["r"].as_signed(), en, "normed_prod")
+        d3a = _stage(
+            m, en, {**{k: d2[k] for k in frame}, "shift": d2["shift"], "x": d2["x"]}, "d3a"
+        )
         d3 = _stage(
             m,
             en,
             {
-                **{k: d2[k] for k in frame},
-                "shift": d2["shift"],
-                "x": d2["x"],
-                "prod": d2["x"] * d2["r"].as_signed(),
+                **{k: d3a[k] for k in frame},
+                "shift": d3a["shift"],
+                "x": d3a["x"],
+                "prod": sum(part << shift for part, shift in partials),
             },
             "d3",
         )
@@ -621,16 +648,9 @@ class BetaPhi(wiring.Component):
         p_q = Signal(signed(8))
         a = Signal(signed(F + 4))
         b = Signal(signed(F + 4))
-        # the sequencer's one multiplier: four registered partial products of 17-bit halves (one
-        # hard multiplier each, no adder before the register), summed where the product is used
-        h = 17
-        a_parts, b_parts = (a[:h], a[h:].as_signed()), (b[:h], b[h:].as_signed())
-        partials = []
-        for i, x in enumerate(a_parts):
-            for j, y in enumerate(b_parts):
-                part = Signal(signed(len(x) + len(y) + 1), name=f"rsqrt_prod_{i}{j}")
-                m.d.sync += part.eq(x * y)
-                partials.append((part, h * (i + j)))
+        # the sequencer's one multiplier: registered partial products, summed where the product
+        # is used
+        partials = _partial_products(m, a, b, 1, "rsqrt_prod")
         prod = Signal(signed(2 * F + 8))
         m.d.comb += prod.eq(sum(part << shift for part, shift in partials))
         idx, fr, sh = _lut_index(m, lut, mm, F, "rsqrt")
