@@ -349,9 +349,9 @@ class MacArray(wiring.Component):
 class ArrayFeed:
     """Steps into a :class:`MacArray` from the banked memories (hw/banks.py), through a FIFO.
 
-    In the cycle a step is issued (``issue``), drive ``ctl`` (an ``a`` payload: last,
-    mask, row0, col0; its data is not used) and the memory read commands; ``READ_LATENCY`` cycles
-    later drive ``a_words`` and ``b_words`` with the read data. Both enter a FIFO of ``depth``
+    In the cycle a step is issued (``issue``), drive ``ctl`` (an ``a`` payload: last, mask, row0,
+    col0; its data is not used) and the memory read commands; ``READ_LATENCY`` cycles later drive
+    ``a_words`` and ``b_words`` with the read data. Both enter a FIFO of ``depth``
     steps that feeds the array. Issue only while ``in_flight`` (steps issued and not yet taken by
     the array) is below ``depth``: then the FIFO never overflows and the memories never wait.
     """
