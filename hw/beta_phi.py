@@ -31,7 +31,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.inputs import L2NORM_EPS
 from ..golden.nonlinear import INTERNAL_FRAC, _rsqrt_lut, _sigmoid_lut
-from .fixed import requantize, round_bounds, round_finish, shift_round
+from .fixed import range_flags, requantize, round_finish, round_parts, shift_round
 
 __all__ = ["BetaPhi", "Kind", "beta_phi_layouts"]
 
@@ -588,14 +588,17 @@ class BetaPhi(wiring.Component):
             },
             "d3",
         )
-        # round (floor, round-up bit, range flags) in one stage, add and saturate in the next
-        low, up, above, below = round_bounds(m, d3["prod"], cfg.fmt_qk, "normed", shift=d3["shift"])
+        # round in three stages: the variable shift (floor and round-up bit), the range flags,
+        # then add and saturate
+        q, up = round_parts(m, d3["prod"], d3["shift"], cfg.fmt_qk.rounding, "normed")
+        d3b = _stage(m, en, {**{k: d3[k] for k in frame}, "x": d3["x"], "q": q, "up": up}, "d3b")
+        low, up, above, below = range_flags(m, d3b["q"], d3b["up"], cfg.fmt_qk, "normed")
         d4 = _stage(
             m,
             en,
             {
-                **{k: d3[k] for k in frame},
-                "x": d3["x"],
+                **{k: d3b[k] for k in frame},
+                "x": d3b["x"],
                 "low": low,
                 "up": up,
                 "above": above,

@@ -13,6 +13,7 @@ from ..qformat import QFormat
 
 __all__ = [
     "bound",
+    "range_flags",
     "requantize",
     "round_bounds",
     "round_finish",
@@ -88,6 +89,13 @@ def round_bounds(m: Module, x, fmt: QFormat, name: str, *, frac_in=None, shift=N
         q, up = x << -shift, C(0, 1)
     else:
         q, up = round_parts(m, x, shift, fmt.rounding, name)
+    return range_flags(m, q, up, fmt, name)
+
+
+def range_flags(m: Module, q, up, fmt: QFormat, name: str):
+    """:func:`round_bounds` from :func:`round_parts`' ``(q, up)`` (registered or not): ``(low,
+    up, above, below)``."""
+    q = Value.cast(q).as_signed()
     lo, hi = fmt.min_raw, fmt.max_raw
     low = Signal(fmt.width, name=f"{name}_low")
     above = Signal(name=f"{name}_above")
