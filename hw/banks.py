@@ -4,7 +4,7 @@ from amaranth import *
 from amaranth.lib import memory, stream
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["READ_LATENCY", "memory_banks", "memory_signature", "read_handshake"]
+__all__ = ["READ_LATENCY", "delay_line", "memory_banks", "memory_signature", "read_handshake"]
 
 READ_LATENCY = 2  # command taken -> data on the read stream (block RAM, then a register)
 
@@ -60,3 +60,14 @@ def read_handshake(m: Module, cmd, out) -> tuple[Signal, Signal]:
     with m.Elif(out.ready):
         m.d.sync += out_valid.eq(0)
     return take, advance
+
+
+def delay_line(m: Module, value, cycles: int, name: str) -> list:
+    """``value`` and its copies registered 1 .. ``cycles`` cycles later (a reader's own record of
+    what it issued, kept beside the ``READ_LATENCY``-cycle read): ``[value, d1, ..., d_cycles]``."""
+    stages = [value]
+    for n in range(cycles):
+        reg = Signal.like(value, name=f"{name}_{n}")
+        m.d.sync += reg.eq(stages[-1])
+        stages.append(reg)
+    return stages

@@ -259,19 +259,16 @@ ICE40_LUT_MAPPING = (
 
 
 def _synth(family: str, flatten: bool) -> tuple[str, str]:
-    """(options of ``synth_<family> ... -top top``, commands after it) of a build."""
-    hier = "" if flatten else " -noflatten"
-    if family == "ice40":
-        if flatten:
-            return "-dsp", ""
-        return (
-            f"-dsp{hier} -run begin:map_luts",
-            f"{ICE40_LUT_MAPPING}; synth_ice40 -dsp{hier} -top top -run map_cells:",
-        )
-    # synth_ecp5 up to its LUT mapping, LUTs mapped by ABC, then the rest of synth_ecp5
+    """(options of ``synth_<family> ... -top top``, commands after it) of a build: synth up to its
+    LUT mapping, LUTs mapped by ABC, then the rest of synth; the flattened iCE40 build keeps
+    synth_ice40's own ABC9."""
+    opts = (" -dsp" if family == "ice40" else "") + ("" if flatten else " -noflatten")
+    if family == "ice40" and flatten:
+        return opts, ""
+    mapping = ICE40_LUT_MAPPING if family == "ice40" else ECP5_LUT_MAPPING
     return (
-        f"{hier} -run begin:map_luts",
-        f"{ECP5_LUT_MAPPING}; clean; synth_ecp5{hier} -top top -run map_cells:",
+        f"{opts} -run begin:map_luts",
+        f"{mapping}; clean; synth_{family}{opts} -top top -run map_cells:",
     )
 
 

@@ -27,7 +27,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from .banks import READ_LATENCY
+from .banks import READ_LATENCY, delay_line
 
 # steps an ArrayFeed's FIFO holds: enough for one step per cycle (issue -> READ_LATENCY -> FIFO
 # -> array -> credit back), with one to spare
@@ -365,22 +365,16 @@ class ArrayFeed:
         self.in_flight = Signal(range(depth + READ_LATENCY + 1), name=f"{name}_in_flight")
         fifo = SyncFIFOBuffered(width=step.size, depth=depth)
         m.submodules[name] = fifo
-        issued, ctl = issue, self.ctl  # delayed with the reads
-        reading = []
-        for n in range(READ_LATENCY):
-            issued_q = Signal(name=f"{name}_issued_{n}")
-            ctl_q = Signal(arr.a_layout, name=f"{name}_ctl_{n}")
-            m.d.sync += [issued_q.eq(issued), ctl_q.eq(ctl)]
-            issued, ctl = issued_q, ctl_q
-            reading.append(issued_q)
+        issued = delay_line(m, issue, READ_LATENCY, f"{name}_issued")  # delayed with the reads
+        ctl = delay_line(m, self.ctl, READ_LATENCY, f"{name}_ctl")[-1]
         w = Signal(step, name=f"{name}_w")
         m.d.comb += [
             w.a.eq(ctl),
             w.a.data.eq(self.a_words),
             w.b.data.eq(self.b_words),
             fifo.w_data.eq(w),
-            fifo.w_en.eq(issued),
-            self.in_flight.eq(fifo.level + sum(reading)),
+            fifo.w_en.eq(issued[-1]),
+            self.in_flight.eq(fifo.level + sum(issued[1:])),
         ]
         r = data.View(step, fifo.r_data)
         m.d.comb += [

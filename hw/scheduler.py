@@ -29,7 +29,7 @@ from amaranth import *
 from amaranth.lib import data
 from amaranth.lib.fifo import SyncFIFOBuffered
 
-from .banks import READ_LATENCY
+from .banks import READ_LATENCY, delay_line
 from .chunk_buffer import ReadMode
 from .fixed import bound, round_bounds
 from .mac_array import FEED_DEPTH, ArrayFeed, MacArray, Mask
@@ -229,12 +229,8 @@ class Scheduler:
                 self.reads.add(self.buffers[st.b.buf].rd_cmd, cond, b_cmd, select=here)
 
         # the step's control now, its operands READ_LATENCY cycles later with the read data
-        pc_q, term_q = pc, term
-        for n in range(READ_LATENCY):
-            pc_d = Signal.like(pc, name=f"pc_read_{n}")
-            term_d = Signal(name=f"term_read_{n}")
-            m.d.sync += [pc_d.eq(pc_q), term_d.eq(term_q)]
-            pc_q, term_q = pc_d, term_d
+        pc_q = delay_line(m, pc, READ_LATENCY, "pc_read")[-1]
+        term_q = delay_line(m, term, READ_LATENCY, "term_read")[-1]
         for n, ins in enumerate(instrs):
             with m.If(pc == n):
                 m.d.comb += feed.ctl.mask.eq(MASKS[ins.mask])
@@ -430,11 +426,7 @@ class Scheduler:
 
         # stage 2: the addend's read takes READ_LATENCY cycles (block RAM, then the buffer's
         # register); s1 waits beside it
-        s1b = s1
-        for n in range(READ_LATENCY - 1):
-            s1_d = Signal.like(s1, name=f"s1_read_{n}")
-            m.d.sync += s1_d.eq(s1b)
-            s1b = s1_d
+        s1b = delay_line(m, s1, READ_LATENCY - 1, "s1_read")[-1]
 
         # stage 3: the exact sum at the instruction's fractional bits
         s2_sum = Signal(data.ArrayLayout(signed(wide), Cc))
