@@ -10,8 +10,9 @@ Each processing element registers its product (one signed multiplier in hard DSP
 16 x 16 bits on iCE40, two MULT18X18D for 18 x 32 bits on ECP5) and adds it to its accumulator;
 ``last`` ends the tile: the finished sum is copied out and the accumulator clears (its flip-flops'
 synchronous reset), so every tile's sum starts from zero. The accumulator is carry-save in parts of
-at most ``part_bits`` bits (no long carry chain in the loop); the pending carries of the copy are
-resolved in a short pipeline whose last registers are the element's result. Signs are the reader's:
+at most ``part_bits`` bits (no long carry chain in the loop); the copy keeps each part's carry out,
+and the drain resolves them for the one row it reads (one full-width add per column, not one per
+element). Signs are the reader's:
 a term to subtract is subtracted where the rows are used (the epilogue's adders), not in every
 element. Results leave through the ``c`` stream one row per beat while the next tile already
 accumulates, so long products keep the array busy: a tile's last beat is accepted only once the
@@ -130,8 +131,11 @@ class MacArray(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Cycles from accepting a tile's last beat to its first result row being available."""
-        return self.cols + 2 + self.parts - 1 + (1 if self.split_b else 0)
+        """Cycles from accepting a tile's last beat to its first result row being available.
+
+        Row 0's last element has its copy ``cols + 2`` cycles after the beat (one more with split
+        products); the drain's mask counters are ready 4 cycles after it at the earliest."""
+        return max(self.cols + 2 + (1 if self.split_b else 0), 4)
 
     @property
     def parts(self) -> int:
@@ -186,7 +190,6 @@ class MacArray(wiring.Component):
                 b_val = b_down[c]
                 prod = Signal(signed(self.a_width + self.b_width), name=f"prod_{r}_{c}")
                 pctl = Signal(ctl, name=f"pctl_{r}_{c}")
-                out = Signal(signed(self.acc_width), name=f"res_{r}_{c}")
                 if self.split_b:
                     # B wider than one hard multiplier: the two partial products are registered
                     # on their own (each a DSP), and joined in the next cycle
@@ -205,15 +208,14 @@ class MacArray(wiring.Component):
                     m.d.sync += [prod.eq(a_val * b_val), pctl.eq(a_ctl)]
                 # carry-save accumulator in parts of at most part_bits: the carry out of each
                 # part joins the next part one step later, so no carry chain in the loop is
-                # longer than a part; after the last step the pending carries are resolved in
-                # a pipeline of short adds (one stage per part boundary)
+                # longer than a part; the drain resolves the carries of the copy (one add)
                 wide = Signal(signed(self.acc_width), name=f"wide_{r}_{c}")
                 m.d.comb += wide.eq(prod)
                 # the sum starts from zero: the accumulator clears as a tile's last step is
-                # added (the FFs' synchronous reset, no gate in front of the adder), and copies
-                # of the sum are taken from the adders' outputs for the resolution below
+                # added (the FFs' synchronous reset, no gate in front of the adder), and the copy
+                # the drain reads is taken from the adders' outputs (parts and their carries out)
                 done = pctl.valid & pctl.last
-                carries, copies, copy_carries = [], [], []
+                carries, copies = [], []
                 for i, (lo, hi) in enumerate(bounds):
                     top = i == len(bounds) - 1
                     part = Signal(signed(hi - lo) if top else hi - lo, name=f"acc{i}_{r}_{c}")
@@ -221,50 +223,20 @@ class MacArray(wiring.Component):
                     term = wide[lo:hi].as_signed() if top else wide[lo:hi]
                     total = Signal(signed(hi - lo) if top else hi - lo + 1, name=f"sum{i}_{r}_{c}")
                     m.d.comb += total.eq(part + term + cin)
-                    copy = Signal.like(part, name=f"copy{i}_{r}_{c}")
+                    copy = Signal(hi - lo if top else hi - lo + 1, name=f"copy{i}_{r}_{c}")
                     with m.If(done):
-                        m.d.sync += [part.eq(0), copy.eq(total[: hi - lo])]
+                        m.d.sync += [part.eq(0), copy.eq(total)]
                     with m.Elif(pctl.valid):
                         m.d.sync += part.eq(total[: hi - lo])
                     if not top:
                         carry = Signal(name=f"carry{i}_{r}_{c}")
-                        # a pending carry and one out of the addition below may meet: 0..2
-                        copy_carry = Signal(2, name=f"copy_carry{i}_{r}_{c}")
                         with m.If(done):
-                            m.d.sync += [carry.eq(0), copy_carry.eq(total[hi - lo])]
+                            m.d.sync += carry.eq(0)
                         with m.Elif(pctl.valid):
                             m.d.sync += carry.eq(total[hi - lo])
                         carries.append(carry)
-                        copy_carries.append(copy_carry)
                     copies.append(copy)
-                # resolution: stage j adds the pending carry count j into part j + 1 (its carry
-                # out joins count j + 1); the last stage's registers are the result
-                finish = Signal(name=f"finish_{r}_{c}")
-                m.d.sync += finish.eq(done)
-                stage_parts, stage_carries, stage_valid = copies, copy_carries, finish
-                for j in range(len(carries)):
-                    nparts = [
-                        Signal.like(x, name=f"res{j}_p{i}_{r}_{c}")
-                        for i, x in enumerate(stage_parts)
-                    ]
-                    ncarries = [Signal(2, name=f"res{j}_c{i}_{r}_{c}") for i in range(len(carries))]
-                    nvalid = Signal(name=f"res{j}_valid_{r}_{c}")
-                    m.d.sync += nvalid.eq(stage_valid)
-                    with m.If(stage_valid):
-                        m.d.sync += [x.eq(y) for x, y in zip(nparts, stage_parts, strict=True)]
-                        m.d.sync += [x.eq(y) for x, y in zip(ncarries, stage_carries, strict=True)]
-                        lo, hi = bounds[j + 1]
-                        top = j + 1 == len(bounds) - 1
-                        added = Signal(
-                            signed(hi - lo) if top else hi - lo + 1, name=f"res{j}_sum_{r}_{c}"
-                        )
-                        m.d.comb += added.eq(stage_parts[j + 1] + stage_carries[j])
-                        m.d.sync += [nparts[j + 1].eq(added[: hi - lo]), ncarries[j].eq(0)]
-                        if not top:
-                            m.d.sync += ncarries[j + 1].eq(stage_carries[j + 1] + added[hi - lo])
-                    stage_parts, stage_carries, stage_valid = nparts, ncarries, nvalid
-                m.d.comb += out.eq(Cat(*stage_parts))
-                res[r][c] = out
+                res[r][c] = Cat(*copies)
                 # pass a (with control) right and b down
                 a_next = Signal(signed(self.a_width), name=f"a_{r}_{c}")
                 ctl_next = Signal(ctl, name=f"ctl_{r}_{c}")
@@ -336,11 +308,20 @@ class MacArray(wiring.Component):
         for c in range(C):
             keep = Signal(name=f"keep_{c}")
             m.d.comb += keep.eq(full | ~t[c][-1])
-            value = Signal(signed(self.acc_width), name=f"drain_{c}")
+            held = Signal(len(res[0][c]), name=f"drain_{c}")
             with m.Switch(row):
                 for r in range(R):
                     with m.Case(r):
-                        m.d.comb += value.eq(res[r][c])
+                        m.d.comb += held.eq(res[r][c])
+            # the copy's parts, each with its carry out above it: the carries join the next part
+            parts, carries, pos = [], 0, 0
+            for lo, hi in bounds:
+                parts.append(held[pos : pos + hi - lo])
+                if hi < self.acc_width:
+                    carries += held[pos + hi - lo] << hi
+                pos += hi - lo + 1
+            value = Signal(signed(self.acc_width), name=f"value_{c}")
+            m.d.comb += value.eq(Cat(*parts) + carries)
             with m.If(load):
                 m.d.sync += self.c.payload.data[c].eq(Mux(keep, value, 0))
         return m
