@@ -32,7 +32,7 @@ def read_handshake(m: Module, cmd, out) -> tuple[Signal, Signal]:
     """Valid/ready for a :data:`READ_LATENCY`-cycle read from command stream ``cmd`` to ``out``.
 
     Two stages: the block RAM's output (its data holds until the next read), then a register
-    the caller loads with what it makes of that data (lane rotation, masks), so the block RAM's
+    the caller loads with what it makes of that data (masks), so the block RAM's
     clock-to-output and that logic do not share a cycle with the reader's. Full throughput: with
     ``out.ready`` high, one command per cycle.
 

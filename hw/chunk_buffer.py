@@ -4,15 +4,22 @@ One instance holds one matrix of the chunk (Q, K, V, beta, T, W, U, or partial s
 accumulator width) of up to ``rows`` x ``cols`` words. It is skew-banked: element (i, j) lives in
 bank (i + j) mod L at address (i // L) * cols + j, so both a column segment (L rows of one column,
 the A operand of one array step) and a row segment (L columns of one row, a B operand step or a
-transposed A step) hit L different banks and are read in one cycle; a barrel rotation puts the
-words in lane order.
+transposed A step) hit L different banks and are read in one cycle.
+
+The buffer reads and writes words in bank order: a read returns each bank's word and the
+rotation ``rot`` = (i + j) mod L of the access (lane t is bank (t + rot) mod L), and a write
+gives bank b's word. The barrel rotation into lane order is the reader's (:func:`in_lane_order`)
+and out of it the writer's (:func:`in_bank_order`): a reader that selects among several buffers
+(the MAC array's operands, the epilogue's addend) rotates once after its selection, a writer
+that writes the same row to several buffers rotates once before them, instead of two rotators
+in every buffer (most of a buffer's logic).
 
 Read modes:
 
 ``COLUMN``
-    lanes t = 0 .. L-1 get element (i + t, j), for any i (each bank computes its own row).
+    lane t = 0 .. L-1 gets element (i + t, j), for any i (each bank computes its own row).
 ``ROW``
-    lanes t get element (i, j + t) (a transposed read when the matrix feeds the A side).
+    lane t gets element (i, j + t) (a transposed read when the matrix feeds the A side).
 ``DIAG``
     like ``COLUMN``, but only lane ``lane`` keeps its word and the others read 0: step k of a
     product with diag(x) (row scaling by a vector stored as a column).
@@ -26,7 +33,15 @@ from amaranth.lib import data, enum, wiring
 
 from .banks import memory_banks, memory_signature, read_handshake
 
-__all__ = ["ChunkBuffer", "ReadMode", "buffer_layouts"]
+__all__ = [
+    "ChunkBuffer",
+    "ReadMode",
+    "bank_rotation",
+    "buffer_layouts",
+    "in_bank_order",
+    "in_lane_order",
+    "rotate",
+]
 
 
 class ReadMode(enum.Enum, shape=2):
@@ -36,13 +51,38 @@ class ReadMode(enum.Enum, shape=2):
 
 
 def buffer_layouts(rows, cols, lanes, width):
-    """Payload layouts: read command, read data, write command."""
+    """Payload layouts: read command, read data (``banks``: each bank's word, ``rot``), write
+    command (its ``data`` in bank order)."""
     cmd = data.StructLayout(
         {"mode": ReadMode, "i": range(rows), "j": range(cols), "lane": range(lanes)}
     )
-    row = data.ArrayLayout(signed(width), lanes)
-    write = data.StructLayout({"mode": ReadMode, "i": range(rows), "j": range(cols), "data": row})
+    words = data.ArrayLayout(signed(width), lanes)
+    row = data.StructLayout({"banks": words, "rot": _rot_shape(lanes)})
+    write = data.StructLayout({"mode": ReadMode, "i": range(rows), "j": range(cols), "data": words})
     return cmd, row, write
+
+
+def _rot_shape(lanes):
+    return unsigned(max(1, (lanes - 1).bit_length()))
+
+
+def bank_rotation(i, j, lanes: int):
+    """The rotation of an access at (i, j): (i + j) mod ``lanes`` (lane t is in bank t + rot)."""
+    bits = (lanes - 1).bit_length()
+    return (i + j)[:bits] if bits else Const(0, 1)
+
+
+def in_lane_order(m: Module, banks, rot, name: str) -> list:
+    """Words read in bank order (``banks``, ``rot``) in lane order: lane t is bank (t + rot)."""
+    return rotate(m, [banks[b] for b in range(len(banks))], rot, name)
+
+
+def in_bank_order(m: Module, words, rot, name: str) -> list:
+    """Lane-order ``words`` of a write with rotation ``rot`` in bank order: bank b gets lane
+    (b - rot) mod L."""
+    bits = (len(words) - 1).bit_length()
+    back = (-rot)[:bits] if bits else rot
+    return rotate(m, [words[t] for t in range(len(words))], back, name)
 
 
 def rotate(m: Module, words: list, amount, name: str) -> list:
@@ -80,11 +120,13 @@ class ChunkBuffer(wiring.Component):
     -------
     rd_cmd : In(stream.Signature(cmd_layout))
         ``mode``, ``i``, ``j``, ``lane`` (DIAG only).
-    rd_data : Out(stream.Signature(ArrayLayout(signed(width), lanes)))
-        One beat per command, in order, ``READ_LATENCY`` (hw/banks.py) cycles after it (the
-        rotation into lane order is registered after the block RAM).
+    rd_data : Out(stream.Signature(row_layout))
+        One beat per command, in order, ``READ_LATENCY`` (hw/banks.py) cycles after it:
+        ``banks`` (each bank's word, 0 for lanes outside the matrix or the DIAG lane) and
+        ``rot`` (lane t is bank (t + rot) mod L: :func:`in_lane_order`).
     wr : In(stream.Signature(write_layout))
-        ``mode`` (ROW or COLUMN), ``i``, ``j``, ``data``; always ready.
+        ``mode`` (ROW or COLUMN), ``i``, ``j``, ``data`` in bank order (:func:`in_bank_order`
+        with :func:`bank_rotation` of i, j); always ready.
     """
 
     def __init__(self, rows: int, cols: int, lanes: int, width: int):
@@ -119,8 +161,8 @@ class ChunkBuffer(wiring.Component):
         """
         L = self.lanes
         bits = (L - 1).bit_length()
-        rot = Signal(range(L), name=f"{prefix}_rot")
-        m.d.comb += rot.eq((i + j)[:bits] if bits else 0)
+        rot = Signal(_rot_shape(L), name=f"{prefix}_rot")
+        m.d.comb += rot.eq(bank_rotation(i, j, L))
         plus = {}
         for name, index in (("i", i), ("j", j)):
             high = Signal(len(index) - bits + 1, name=f"{prefix}_{name}_high_plus_1")
@@ -159,8 +201,8 @@ class ChunkBuffer(wiring.Component):
         take, advance = read_handshake(m, self.rd_cmd, self.rd_data)
         cmd = self.rd_cmd.payload
         rot, banks = self._bank_addresses(m, cmd.mode, cmd.i, cmd.j, "rd")
-        rot_q = Signal(range(L))
-        keep_q = Signal(L)  # lanes that read a word inside the matrix (and the DIAG lane)
+        rot_q = Signal.like(rot)
+        keep_q = Signal(L)  # banks that read a word inside the matrix (and the DIAG lane)
         with m.If(take):
             m.d.sync += rot_q.eq(rot)
         keep = []
@@ -169,17 +211,15 @@ class ChunkBuffer(wiring.Component):
             keep.append(ok & ((cmd.mode != ReadMode.DIAG) | (t == cmd.lane)))
         with m.If(take):
             m.d.sync += keep_q.eq(Cat(*keep))
-        kept = [Mux(keep_q[b], rd.data, 0) for b, (rd, _) in enumerate(ports)]
-        with m.If(advance):  # lane t: bank (t + rot) mod L, registered
-            for t, word in enumerate(rotate(m, kept, rot_q, "rd")):
-                m.d.sync += self.rd_data.payload[t].eq(word)
+        with m.If(advance):  # the banks' words, masked, and the rotation, registered
+            m.d.sync += self.rd_data.payload.rot.eq(rot_q)
+            for b, (rd, _) in enumerate(ports):
+                m.d.sync += self.rd_data.payload.banks[b].eq(Mux(keep_q[b], rd.data, 0))
 
-        # write: a row or column segment, words rotated into their banks
+        # write: a row or column segment, its words in bank order
         wr = self.wr.payload
         m.d.comb += self.wr.ready.eq(1)
-        wrot, wbanks = self._bank_addresses(m, wr.mode, wr.i, wr.j, "wr")
-        # bank b gets lane (b - rot) mod L: the lanes rotated the other way
-        words = rotate(m, [wr.data[t] for t in range(L)], (-wrot)[: len(wrot)], "wr")
-        for (addr, ok, _), (_, wp), word in zip(wbanks, ports, words, strict=True):
-            m.d.comb += [wp.addr.eq(addr), wp.data.eq(word), wp.en.eq(self.wr.valid & ok)]
+        _, wbanks = self._bank_addresses(m, wr.mode, wr.i, wr.j, "wr")
+        for b, ((addr, ok, _), (_, wp)) in enumerate(zip(wbanks, ports, strict=True)):
+            m.d.comb += [wp.addr.eq(addr), wp.data.eq(wr.data[b]), wp.en.eq(self.wr.valid & ok)]
         return m

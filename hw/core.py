@@ -43,7 +43,7 @@ from amaranth.lib.wiring import In, Out
 
 from .banks import READ_LATENCY
 from .beta_phi import BetaPhi, Kind, beta_phi_layouts
-from .chunk_buffer import ChunkBuffer, ReadMode
+from .chunk_buffer import ChunkBuffer, ReadMode, bank_rotation, in_bank_order
 from .fixed import requantize
 from .microcode import BUFFER_FORMATS, CHUNK_INPUTS, check_core_config
 from .scheduler import PortMux, Scheduler
@@ -355,12 +355,16 @@ class DeltaNetCore(wiring.Component):
             for t in range(L):
                 last_word = (p.data, scaled) if t == L - 1 else (seg[t], seg_b[t])
                 m.d.sync += [w_seg[t].eq(last_word[0]), w_seg_b[t].eq(last_word[1])]
+        # both segments in the buffers' bank order, rotated once for the buffers they go to
+        rot = bank_rotation(w_i, w_j, L)
+        w_banks = in_bank_order(m, w_seg, rot, "load")
+        w_banks_b = in_bank_order(m, w_seg_b, rot, "load_b")
         for name, kind, src in (
-            ("Q", Kind.Q, w_seg),
-            ("K", Kind.K, w_seg),
-            ("Kt", Kind.K, w_seg),
-            ("Kb", Kind.K, w_seg_b),
-            ("Vb", Kind.V, w_seg_b),
+            ("Q", Kind.Q, w_banks),
+            ("K", Kind.K, w_banks),
+            ("Kt", Kind.K, w_banks),
+            ("Kb", Kind.K, w_banks_b),
+            ("Vb", Kind.V, w_banks_b),
         ):
             buf = bufs[name]
             words = Signal(buf.wr.payload.data.shape(), name=f"load_{name}")
@@ -454,7 +458,8 @@ class DeltaNetCore(wiring.Component):
         m.d.sync += st_reads.eq(st_reads + o_take - (self.tok_out.valid & self.tok_out.ready))
         m.d.comb += [
             self.tok_out.valid.eq(obuf.rd_data.valid),
-            self.tok_out.payload.data.eq(obuf.rd_data.payload[0]),
+            # lane 0 of the row read: bank rot
+            self.tok_out.payload.data.eq(obuf.rd_data.payload.banks[obuf.rd_data.payload.rot]),
             self.tok_out.payload.last.eq(st_last_taken & (st_reads == 1)),
             obuf.rd_data.ready.eq(self.tok_out.ready),
         ]

@@ -29,6 +29,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .banks import READ_LATENCY, delay_line
+from .chunk_buffer import in_lane_order
 
 # steps an ArrayFeed's FIFO holds: enough for one step per cycle (issue -> READ_LATENCY -> FIFO
 # -> array -> credit back), with one to spare
@@ -330,19 +331,30 @@ class MacArray(wiring.Component):
 class ArrayFeed:
     """Steps into a :class:`MacArray` from the banked memories (hw/banks.py), through a FIFO.
 
-    In the cycle a step is issued (``issue``), drive ``ctl`` (an ``a`` payload: last, mask, row0,
-    col0; its data is not used) and the memory read commands; ``READ_LATENCY`` cycles later drive
-    ``a_words`` and ``b_words`` with the read data. Both enter a FIFO of ``depth``
-    steps that feeds the array. Issue only while ``in_flight`` (steps issued and not yet taken by
-    the array) is below ``depth``: then the FIFO never overflows and the memories never wait.
+    In the cycle a step is issued (``issue``), drive ``ctl`` (the ``a`` payload's control: last,
+    mask, row0, col0) and the memory read commands; ``READ_LATENCY`` cycles later drive
+    ``a_words`` (``a_lanes`` words) and ``b_words`` (``cols`` words) with the read data, in
+    the chunk buffers' bank order with their rotations ``a_rot`` and ``b_rot`` (0 for words
+    already in lane order): they are rotated into lane order as they leave the FIFO (one
+    rotator per side for every buffer the reader selects from), and the array takes the first
+    ``rows`` lanes of A. Issue only while ``in_flight`` (steps issued and not yet taken by the
+    array) is below ``depth``: then the FIFO never overflows and the memories never wait.
     """
 
-    def __init__(self, m, arr: MacArray, issue, depth: int, name: str):
-        step = data.StructLayout({"a": arr.a_layout, "b": arr.b_layout})
+    def __init__(self, m, arr: MacArray, issue, depth: int, name: str, a_lanes: int):
+        ctl_layout = data.StructLayout({n: f.shape for n, f in arr.a_layout if n != "data"})
+        rot = unsigned(max(1, (max(a_lanes, arr.cols) - 1).bit_length()))
+        a_words = data.ArrayLayout(signed(arr.a_width), a_lanes)
+        b_words = arr.b_layout["data"].shape
+        step = data.StructLayout(
+            {"ctl": ctl_layout, "a": a_words, "a_rot": rot, "b": b_words, "b_rot": rot}
+        )
         self.depth = depth
-        self.ctl = Signal(arr.a_layout, name=f"{name}_ctl")
-        self.a_words = Signal(arr.a_layout["data"].shape, name=f"{name}_a_words")
-        self.b_words = Signal(arr.b_layout["data"].shape, name=f"{name}_b_words")
+        self.ctl = Signal(ctl_layout, name=f"{name}_ctl")
+        self.a_words = Signal(a_words, name=f"{name}_a_words")
+        self.b_words = Signal(b_words, name=f"{name}_b_words")
+        self.a_rot = Signal(rot, name=f"{name}_a_rot")
+        self.b_rot = Signal(rot, name=f"{name}_b_rot")
         self.in_flight = Signal(range(depth + READ_LATENCY + 1), name=f"{name}_in_flight")
         fifo = SyncFIFOBuffered(width=step.size, depth=depth)
         m.submodules[name] = fifo
@@ -350,21 +362,29 @@ class ArrayFeed:
         ctl = delay_line(m, self.ctl, READ_LATENCY, f"{name}_ctl")[-1]
         w = Signal(step, name=f"{name}_w")
         m.d.comb += [
-            w.a.eq(ctl),
-            w.a.data.eq(self.a_words),
-            w.b.data.eq(self.b_words),
+            w.ctl.eq(ctl),
+            w.a.eq(self.a_words),
+            w.a_rot.eq(self.a_rot),
+            w.b.eq(self.b_words),
+            w.b_rot.eq(self.b_rot),
             fifo.w_data.eq(w),
             fifo.w_en.eq(issued[-1]),
             self.in_flight.eq(fifo.level + sum(issued[1:])),
         ]
         r = data.View(step, fifo.r_data)
+        a_lanes = in_lane_order(m, r.a, r.a_rot[: (a_lanes - 1).bit_length()], f"{name}_a")
+        b_lanes = in_lane_order(m, r.b, r.b_rot[: (arr.cols - 1).bit_length()], f"{name}_b")
         m.d.comb += [
             arr.a.valid.eq(fifo.r_rdy),
             arr.b.valid.eq(fifo.r_rdy),
-            arr.a.payload.eq(r.a),
-            arr.b.payload.eq(r.b),
+            arr.a.payload.last.eq(r.ctl.last),
+            arr.a.payload.mask.eq(r.ctl.mask),
+            arr.a.payload.row0.eq(r.ctl.row0),
+            arr.a.payload.col0.eq(r.ctl.col0),
             fifo.r_en.eq(arr.a.ready),
         ]
+        m.d.comb += [arr.a.payload.data[i].eq(a_lanes[i]) for i in range(arr.rows)]
+        m.d.comb += [arr.b.payload.data[i].eq(b_lanes[i]) for i in range(arr.cols)]
 
 
 def mac_layouts(rows, cols, a_width, b_width, acc_width):

@@ -11,12 +11,13 @@ Three parts, elaborated into the core's module by :class:`Scheduler`:
   when every tile issued before it has been written; one that reads T also waits, head by head,
   for the solver.
 * **MAC array** (hw/mac_array.py), with the tile's mask and position on its last step.
-* **epilogue**: a fixed six-stage pipeline on the drained rows (never stalls): a first term's rows
+* **epilogue**: a fixed seven-stage pipeline on the drained rows (never stalls): a first term's rows
   wait in a partial-sum FIFO for the second term; the addend (U, Vb or S) is read (two cycles: block
-  RAM, then the buffer's register); the terms are aligned to the exact sum's fractional bits and
+  RAM, then the buffer's register) and rotated into lane order (one more); the terms are aligned to the exact sum's fractional bits and
   added or subtracted by their signs (the array only adds); the sum is rounded into the
   instruction's format (the rounding bit and the range first, then the carry and the saturation);
-  the row segment is written (rows and columns outside the result are dropped). Every rounding that
+  the row segment is written (in the buffers' bank order; rows and columns outside the result are
+  dropped). Every rounding that
   saturates sets the sticky ``saturated``.
 
 The scheduler holds no memory of its own: the buffers belong to the core (hw/core.py) and the
@@ -30,7 +31,7 @@ from amaranth.lib import data
 from amaranth.lib.fifo import SyncFIFOBuffered
 
 from .banks import READ_LATENCY, delay_line
-from .chunk_buffer import ReadMode
+from .chunk_buffer import ReadMode, bank_rotation, in_bank_order, in_lane_order
 from .fixed import bound, round_bounds
 from .mac_array import FEED_DEPTH, ArrayFeed, MacArray, Mask
 from .microcode import CHUNK_INPUTS, core_program, dim_value
@@ -39,7 +40,7 @@ from .solver import Solver
 __all__ = ["EPILOGUE_STAGES", "PortMux", "Scheduler"]
 
 CTX_FIFO_DEPTH = 16
-EPILOGUE_STAGES = 4 + READ_LATENCY  # drained row -> written (the cycle model reads it)
+EPILOGUE_STAGES = 5 + READ_LATENCY  # drained row -> written (the cycle model reads it)
 MASKS = {"full": Mask.FULL, "lower": Mask.LOWER, "strict_lower": Mask.STRICT_LOWER}
 
 
@@ -189,7 +190,7 @@ class Scheduler:
                                 m.d.comb += k_hi.eq(n_k)
 
         issue = Signal()
-        feed = ArrayFeed(m, arr, issue, FEED_DEPTH, "step_fifo")
+        feed = ArrayFeed(m, arr, issue, FEED_DEPTH, "step_fifo", Cc)
         # instructions that read T wait, head by head, for the solver's rows
         solver = self.solver
         solver.elaborate(m)
@@ -242,10 +243,16 @@ class Scheduler:
         for n, ins in enumerate(instrs):
             for t, st in enumerate(ins.steps):
                 with m.If((pc_q == n) & (term_q == t)):
+                    # in bank order: the feed rotates the selected words into lane order
                     a_data = self.buffers[st.a.buf].rd_data.payload
                     b_data = self.buffers[st.b.buf].rd_data.payload
-                    m.d.comb += [feed.a_words[r].eq(a_data[r]) for r in range(R)]
-                    m.d.comb += [feed.b_words[c].eq(b_data[c]) for c in range(Cc)]
+                    m.d.comb += [feed.a_words[r].eq(a_data.banks[r]) for r in range(Cc)]
+                    m.d.comb += feed.a_rot.eq(a_data.rot)
+                    if st.b.mode == "sram":  # the state SRAM's words are in lane order
+                        m.d.comb += [feed.b_words[c].eq(b_data[c]) for c in range(Cc)]
+                    else:
+                        m.d.comb += [feed.b_words[c].eq(b_data.banks[c]) for c in range(Cc)]
+                        m.d.comb += feed.b_rot.eq(b_data.rot)
 
         # tile context, pushed with the tile's last step
         ctx_w = Signal(ctx_layout)
@@ -425,8 +432,11 @@ class Scheduler:
                 self.reads.add(self.buffers[ins.add].rd_cmd, cond, cmd)
 
         # stage 2: the addend's read takes READ_LATENCY cycles (block RAM, then the buffer's
-        # register); s1 waits beside it
-        s1b = delay_line(m, s1, READ_LATENCY - 1, "s1_read")[-1]
+        # register), then one more: its words rotated into lane order and registered; s1 waits
+        # beside it
+        s1a = delay_line(m, s1, READ_LATENCY - 1, "s1_read")[-1]
+        s1b = Signal.like(s1)
+        m.d.sync += s1b.eq(s1a)
 
         # stage 3: the exact sum at the instruction's fractional bits
         s2_sum = Signal(data.ArrayLayout(signed(wide), Cc))
@@ -445,12 +455,21 @@ class Scheduler:
             sums.setdefault(key, []).append(n)
         for g, ((value, partial, add_shift), members) in enumerate(sums.items()):
             if add_shift is not None:  # the word to add: read from the instruction's buffer
-                sources = [self.buffers[instrs[n].add].rd_data.payload for n in members]
-                width = max(len(src[0]) for src in sources)
+                sources = []
+                for n in members:
+                    src = self.buffers[instrs[n].add].rd_data.payload
+                    # a chunk buffer's words come in bank order, the state SRAM's in lane order
+                    sources.append((src, 0) if instrs[n].add == "S" else (src.banks, src.rot))
+                width = max(len(words[0]) for words, _ in sources)
+                banks = Signal(data.ArrayLayout(signed(width), Cc), name=f"s2_banks{g}")
+                rot = Signal(max(1, (Cc - 1).bit_length()), name=f"s2_rot{g}")
+                for n, (words, words_rot) in zip(members, sources, strict=True):
+                    with m.If(s1a.pc == n):
+                        m.d.comb += [banks[col].eq(words[col]) for col in range(Cc)]
+                        m.d.comb += rot.eq(words_rot)
                 add = Signal(data.ArrayLayout(signed(width), Cc), name=f"s2_add{g}")
-                for n, src in zip(members, sources, strict=True):
-                    with m.If(s1b.pc == n):
-                        m.d.comb += [add[col].eq(src[col]) for col in range(Cc)]
+                lanes = in_lane_order(m, banks, rot, f"s2_add{g}")
+                m.d.sync += [add[col].eq(word) for col, word in enumerate(lanes)]
             with m.If(Cat(*[s1b.pc == n for n in members]).any()):
                 for col in range(Cc):
                     terms = [(s1b.value[col] << value[0], value[1])]
@@ -508,7 +527,10 @@ class Scheduler:
                     with m.Case(g):
                         m.d.sync += s4_raw[col].eq(raw)
 
-        # stage 6: write the row segment (inside the result only)
+        # stage 6: write the row segment (inside the result only); to a chunk buffer in its bank
+        # order, rotated once for every destination: the regions start at multiples of
+        # chunk_size, a multiple of array_cols (check_core_config), so the rotation is the row's
+        banked = Cat(*in_bank_order(m, s4_raw, bank_rotation(s4_meta.row, s4_meta.j0, Cc), "wr"))
         sat = []
         for n, ins in enumerate(instrs):
             rows = dim_value(self.cfg, ins.rows_dim, s4_meta.m)
@@ -523,7 +545,8 @@ class Scheduler:
                 base = self._base(ins.dest, s4_meta.half, s4_meta.head)
                 fields = {"mode": ReadMode.ROW, "i": base + s4_meta.row, "j": s4_meta.j0}
             seg = Signal(dest.wr.payload.data.shape(), name=f"wr_{ins.name}")
-            m.d.comb += [seg[col].eq(s4_raw[col]) for col in range(Cc)]
+            words = s4_raw if ins.dest == "S" else data.View(s4_raw.shape(), banked)
+            m.d.comb += [seg[col].eq(words[col]) for col in range(Cc)]
             self.writes.add(dest.wr, here, fields | {"data": seg})
         with m.If(Cat(*sat).any()):
             m.d.sync += self.saturated.eq(1)

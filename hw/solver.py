@@ -17,7 +17,7 @@ from amaranth import *
 from amaranth.lib import data
 from amaranth.lib.fifo import SyncFIFOBuffered
 
-from .chunk_buffer import ReadMode
+from .chunk_buffer import ReadMode, bank_rotation, in_bank_order
 from .fixed import round_bounds, round_finish
 from .mac_array import FEED_DEPTH, ArrayFeed, MacArray, Mask
 from .microcode import BUFFER_FORMATS
@@ -80,7 +80,7 @@ class Solver:
             width=ctx_layout.size, depth=2 * FEED_DEPTH + 4
         )
         issue = Signal()
-        feed = ArrayFeed(m, arr, issue, FEED_DEPTH, "solver_steps")
+        feed = ArrayFeed(m, arr, issue, FEED_DEPTH, "solver_steps", 1)
         m.d.comb += issue.eq(
             active
             & ~waiting
@@ -98,8 +98,10 @@ class Solver:
             feed.ctl.mask.eq(Mask.LOWER),
             feed.ctl.row0.eq(row),
             feed.ctl.col0.eq(j0),
-            feed.a_words[0].eq(a_buf.rd_data.payload[0]),
-            feed.b_words.eq(t_buf.rd_data.payload),
+            # lane 0 of the column read is bank rot; the row read is rotated by the feed
+            feed.a_words[0].eq(a_buf.rd_data.payload.banks[a_buf.rd_data.payload.rot]),
+            feed.b_words.eq(t_buf.rd_data.payload.banks),
+            feed.b_rot.eq(t_buf.rd_data.payload.rot),
         ]
         ctx_w = Signal(ctx_layout)
         head_end = (j0 + Cc > row) & (row + 1 == m_rows)
@@ -199,16 +201,13 @@ class Solver:
             m.d.comb += over[col].eq(ovf & (s2.ctx.j0 + col < m_rows))
         with m.If(s2.valid & over.any()):
             m.d.sync += self.saturated.eq(1)
+        i, j = s3.ctx.head * C + s3.ctx.row, s3.ctx.j0
+        banks = in_bank_order(m, s3.words, bank_rotation(i, j, Cc), "solve_wr")
         for name in ("T", "Ts"):
             self.writes.add(
                 self.buffers[name].wr,
                 s3.valid,
-                {
-                    "mode": ReadMode.ROW,
-                    "i": s3.ctx.head * C + s3.ctx.row,
-                    "j": s3.ctx.j0,
-                    "data": s3.words,
-                },
+                {"mode": ReadMode.ROW, "i": i, "j": j, "data": Cat(*banks)},
             )
         m.d.comb += tile_written.eq(s3.valid)
         with m.If(self.start):

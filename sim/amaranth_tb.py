@@ -37,8 +37,9 @@ async def stream_get(ctx, stream, *, stall=0, max_wait=1000, name="stream"):
     raise StreamTimeout(f"{name}: no beat within {max_wait} cycles")
 
 
-def write_then_read(dut, writes, reads, lanes, rng, stall_p=0.3):
-    """Drive ``writes`` into ``dut.wr``, then ``reads`` into ``dut.rd_cmd``; return the words read.
+def write_then_read(dut, writes, reads, lanes, rng, stall_p=0.3, words=None):
+    """Drive ``writes`` into ``dut.wr``, then ``reads`` into ``dut.rd_cmd``; return the words read
+    (``words(beat, lanes)`` of each beat; by default the beat's ``lanes`` elements).
 
     Random idle cycles on both command streams and random backpressure on ``dut.rd_data``.
     """
@@ -58,7 +59,7 @@ def write_then_read(dut, writes, reads, lanes, rng, stall_p=0.3):
     async def results(ctx):
         for _ in reads:
             p = await stream_get(ctx, dut.rd_data, stall=pause(), max_wait=10_000, name="rd_data")
-            got.append([int(p[lane]) for lane in range(lanes)])
+            got.append(words(p, lanes) if words else [int(p[lane]) for lane in range(lanes)])
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)

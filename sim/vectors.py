@@ -19,6 +19,8 @@ __all__ = [
     "MacTile",
     "StateSramVectors",
     "beta_phi_vectors",
+    "buffer_banks",
+    "buffer_lanes",
     "chunk_buffer_vectors",
     "conv_weight_writes",
     "core_vectors",
@@ -166,12 +168,7 @@ def chunk_buffer_vectors(config: str, rows: int, cols: int, lanes: int, seed: in
             seg = q[i, j : j + lanes]
             model[i, j : j + len(seg)] = seg
             writes.append(
-                {
-                    "mode": ReadMode.ROW,
-                    "i": i,
-                    "j": j,
-                    "data": np.pad(seg, (0, lanes - len(seg))).tolist(),
-                }
+                {"mode": ReadMode.ROW, "i": i, "j": j, "data": buffer_banks(seg, i, j, lanes)}
             )
     for j in rng.choice(cols, size=max(1, cols // 3), replace=False):
         for i in range(0, rows, lanes):
@@ -182,7 +179,7 @@ def chunk_buffer_vectors(config: str, rows: int, cols: int, lanes: int, seed: in
                     "mode": ReadMode.COLUMN,
                     "i": i,
                     "j": int(j),
-                    "data": np.pad(seg, (0, lanes - len(seg))).tolist(),
+                    "data": buffer_banks(seg, i, j, lanes),
                 }
             )
     padded = np.zeros((rows + lanes, cols + lanes), dtype=np.int64)
@@ -204,6 +201,18 @@ def chunk_buffer_vectors(config: str, rows: int, cols: int, lanes: int, seed: in
     return BufferVectors(
         buffer_layouts(rows, cols, lanes, cfg.fmt_qk.width), writes, reads, expected
     )
+
+
+def buffer_banks(segment, i, j, lanes) -> list:
+    """A write's lane-order ``segment`` in the chunk buffer's bank order (bank b: lane b - rot)."""
+    words = np.pad(segment, (0, lanes - len(segment)))
+    return np.roll(words, (i + j) % lanes).tolist()
+
+
+def buffer_lanes(beat, lanes: int) -> list:
+    """A chunk buffer's read beat (``banks``, ``rot``) in lane order: lane t is bank t + rot."""
+    rot = int(beat.rot)
+    return [int(beat.banks[(t + rot) % lanes]) for t in range(lanes)]
 
 
 @dataclass

@@ -7,7 +7,7 @@ import pytest
 from deltanet_hw.hw.chunk_buffer import ChunkBuffer
 from deltanet_hw.sim.amaranth_tb import write_then_read
 from deltanet_hw.sim.runner import available_simulators, run_cocotb, write_verilog
-from deltanet_hw.sim.vectors import chunk_buffer_vectors
+from deltanet_hw.sim.vectors import buffer_lanes, chunk_buffer_vectors
 
 
 @pytest.mark.parametrize(
@@ -15,8 +15,10 @@ from deltanet_hw.sim.vectors import chunk_buffer_vectors
 )
 def test_reads_in_every_mode_under_stalls(rows, cols, lanes):
     v = chunk_buffer_vectors("tiny", rows, cols, lanes, seed=rows + cols)
-    dut = ChunkBuffer(rows, cols, lanes, v.layouts[1].elem_shape.width)
-    got = write_then_read(dut, v.writes, v.reads, lanes, np.random.default_rng(3))
+    dut = ChunkBuffer(rows, cols, lanes, v.layouts[1]["banks"].shape.elem_shape.width)
+    got = write_then_read(
+        dut, v.writes, v.reads, lanes, np.random.default_rng(3), words=buffer_lanes
+    )
     for n, (g, e, r) in enumerate(zip(got, v.expected, v.reads, strict=True)):
         assert g == e.tolist(), (
             f"{rows}x{cols}/{lanes}: read {n} {r['mode'].name} i={r['i']} "

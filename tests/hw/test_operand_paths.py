@@ -16,6 +16,7 @@ from deltanet_hw.golden.vectors import random_inputs
 from deltanet_hw.hw.chunk_buffer import ChunkBuffer, ReadMode
 from deltanet_hw.hw.mac_array import MacArray, Mask
 from deltanet_hw.sim.amaranth_tb import stream_get, stream_put
+from deltanet_hw.sim.vectors import buffer_banks, buffer_lanes
 
 
 class Pair(Elaboratable):
@@ -43,8 +44,7 @@ def test_buffer_modes_feed_the_products():
 
     async def read(ctx, buf, mode, i, j, lane=0):
         await stream_put(ctx, buf.rd_cmd, {"mode": mode, "i": i, "j": j, "lane": lane})
-        p = await stream_get(ctx, buf.rd_data)
-        return [int(p[t]) for t in range(R)]
+        return buffer_lanes(await stream_get(ctx, buf.rd_data), R)
 
     async def product(ctx, name, steps, mask=Mask.FULL, row0=0, col0=0):
         for k, (a_read, b_read) in enumerate(steps):
@@ -78,7 +78,7 @@ def test_buffer_modes_feed_the_products():
                             "mode": ReadMode.ROW,
                             "i": i,
                             "j": j,
-                            "data": np.pad(seg, (0, R - len(seg))).tolist(),
+                            "data": buffer_banks(seg, i, j, R),
                         },
                     )
         r0, c0 = 4, 8
