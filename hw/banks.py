@@ -37,29 +37,30 @@ def read_handshake(m: Module, cmd, out) -> tuple[Signal, Signal]:
     ``out.ready`` high, one command per cycle.
 
     Returns ``take`` (a command is accepted this cycle: enable the read ports with it) and
-    ``advance`` (load ``out.payload`` from the read data this cycle; it holds until the next
-    ``advance``, so ``out`` stays stable while it waits for ready). Anything else that belongs to
-    a read (a tag) follows the same two enables.
+    ``load`` (load ``out.payload`` from the read data this cycle). ``load`` is high whenever the
+    output register is free (empty, or its word taken this cycle), whether or not a read is
+    waiting: what it loads without one is never valid, and with ``out.ready`` tied high (as
+    every reader in the core does) it is a constant, so the register needs no clock enable to
+    fan out. ``out`` holds while it waits for ready. Anything else that belongs to a read (a
+    tag) is registered on ``take`` and loaded into ``out`` on ``load``.
     """
     read_valid = Signal()  # the block RAM's output holds a read not yet in ``out``
     out_valid = Signal()
     take = Signal()
-    advance = Signal()
+    load = Signal()
     m.d.comb += [
-        advance.eq(read_valid & (~out_valid | out.ready)),
-        take.eq(cmd.valid & (~read_valid | advance)),
+        load.eq(~out_valid | out.ready),
+        take.eq(cmd.valid & (~read_valid | load)),
         cmd.ready.eq(take),
         out.valid.eq(out_valid),
     ]
     with m.If(take):
         m.d.sync += read_valid.eq(1)
-    with m.Elif(advance):
+    with m.Elif(load):
         m.d.sync += read_valid.eq(0)
-    with m.If(advance):
-        m.d.sync += out_valid.eq(1)
-    with m.Elif(out.ready):
-        m.d.sync += out_valid.eq(0)
-    return take, advance
+    with m.If(load):
+        m.d.sync += out_valid.eq(read_valid)
+    return take, load
 
 
 def delay_line(m: Module, value, cycles: int, name: str) -> list:

@@ -198,7 +198,7 @@ class ChunkBuffer(wiring.Component):
         m = Module()
         L = self.lanes
         ports = memory_banks(m, L, self.width, self.depth)  # words never written read 0
-        take, advance = read_handshake(m, self.rd_cmd, self.rd_data)
+        take, load = read_handshake(m, self.rd_cmd, self.rd_data)
         cmd = self.rd_cmd.payload
         rot, banks = self._bank_addresses(m, cmd.mode, cmd.i, cmd.j, "rd")
         rot_q = Signal.like(rot)
@@ -211,7 +211,7 @@ class ChunkBuffer(wiring.Component):
             keep.append(ok & ((cmd.mode != ReadMode.DIAG) | (t == cmd.lane)))
         with m.If(take):
             m.d.sync += keep_q.eq(Cat(*keep))
-        with m.If(advance):  # the banks' words, masked, and the rotation, registered
+        with m.If(load):  # the banks' words, masked, and the rotation, registered
             m.d.sync += self.rd_data.payload.rot.eq(rot_q)
             for b, (rd, _) in enumerate(ports):
                 m.d.sync += self.rd_data.payload.banks[b].eq(Mux(keep_q[b], rd.data, 0))

@@ -13,12 +13,11 @@ Three parts, elaborated into the core's module by :class:`Scheduler`:
 * **MAC array** (hw/mac_array.py), with the tile's mask and position on its last step.
 * **epilogue**: a fixed seven-stage pipeline on the drained rows (never stalls): a first term's rows
   wait in a partial-sum FIFO for the second term; the addend (U, Vb or S) is read (two cycles: block
-  RAM, then the buffer's register) and rotated into lane order (one more); the terms are aligned to the exact sum's fractional bits and
-  added or subtracted by their signs (the array only adds); the sum is rounded into the
-  instruction's format (the rounding bit and the range first, then the carry and the saturation);
-  the row segment is written (in the buffers' bank order; rows and columns outside the result are
-  dropped). Every rounding that
-  saturates sets the sticky ``saturated``.
+  RAM, then the buffer's register) and rotated into lane order (one more); the terms are aligned to
+  the exact sum's fractional bits and added or subtracted by their signs (the array only adds); the
+  sum is rounded into the instruction's format (the rounding bit and the range first, then the carry
+  and the saturation); the row segment is written (in the buffers' bank order; rows and columns
+  outside the result are dropped). Every rounding that saturates sets the sticky ``saturated``.
 
 The scheduler holds no memory of its own: the buffers belong to the core (hw/core.py) and the
 scheduler asks for their ports through :class:`PortMux`.

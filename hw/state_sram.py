@@ -87,7 +87,7 @@ class StateSram(wiring.Component):
         m = Module()
         L = self.lanes
         banks = memory_banks(m, L, self.width, self.depth)  # words never written read 0
-        take, advance = read_handshake(m, self.rd_cmd, self.rd_data)
+        take, load = read_handshake(m, self.rd_cmd, self.rd_data)
         cmd = self.rd_cmd.payload
         rd_addr = self.address(cmd.head, cmd.row, cmd.tile)
         wr = self.wr.payload
@@ -101,6 +101,6 @@ class StateSram(wiring.Component):
                 wp.data.eq(wr.data[c]),
                 wp.en.eq(self.wr.valid & (wr.tile * L + c < self.d_v)),
             ]
-            with m.If(advance):
+            with m.If(load):
                 m.d.sync += self.rd_data.payload[c].eq(rd.data)
         return m
