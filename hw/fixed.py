@@ -95,15 +95,28 @@ def round_bounds(m: Module, x, fmt: QFormat, name: str, *, frac_in=None, shift=N
 def range_flags(m: Module, q, up, fmt: QFormat, name: str):
     """:func:`round_bounds` from :func:`round_parts`' ``(q, up)`` (registered or not): ``(low,
     up, above, below)``."""
+    # the range is [-2^b, 2^b) (signed, b = width - 1) or [0, 2^b) (b = width): every test is a
+    # reduction over bit fields of q (sign-extended to at least b + 2 bits), no comparator
+    b = fmt.width - 1 if fmt.signed else fmt.width
     q = Value.cast(q).as_signed()
-    lo, hi = fmt.min_raw, fmt.max_raw
+    qx = Signal(signed(max(len(q), b + 2)), name=f"{name}_q")
+    m.d.comb += qx.eq(q)
+    sign, ones = qx[-1], qx[:b].all()
+    over_hi = ~sign & qx[b:].any()  # q > hi = 2^b - 1
+    at_hi = ~qx[b:].any() & ones  # q == hi
+    if fmt.signed:
+        under_lo = sign & ~qx[b:].all()  # q < lo = -2^b
+        at_lo_minus_1 = qx[b + 1 :].all() & ~qx[b] & ones  # q == -2^b - 1
+    else:
+        under_lo = sign  # q < 0
+        at_lo_minus_1 = qx.all()  # q == -1
     low = Signal(fmt.width, name=f"{name}_low")
     above = Signal(name=f"{name}_above")
     below = Signal(name=f"{name}_below")
     m.d.comb += [
         low.eq(q),
-        above.eq((q > hi) | ((q == hi) & up)),  # q + up > hi
-        below.eq((q < lo) & ~((q == lo - 1) & up)),  # q + up < lo
+        above.eq(over_hi | (at_hi & up)),  # q + up > hi
+        below.eq(under_lo & ~(at_lo_minus_1 & up)),  # q + up < lo
     ]
     return low, up, above, below
 

@@ -35,6 +35,27 @@ def test_constant_shift(fmt, frac_in):
     sim.run()
 
 
+@pytest.mark.parametrize("fmt", ["Q3.4", "UQ2.5", "Q1.6:wrap", "UQ4.4:wrap"])
+@pytest.mark.parametrize("frac_in", [0, 4, 9])
+def test_narrow_input_every_value(fmt, frac_in):
+    """Inputs narrower than the format: the range flags sign-extend before their bit tests."""
+    f = QFormat.parse(fmt)
+    m = Module()
+    x = Signal(signed(6))
+    raw, over = requantize(m, x, f, "y", frac_in=frac_in)
+
+    async def tb(ctx):
+        for v in range(-32, 32):
+            ctx.set(x, v)
+            want, n = f.requantize(np.array([v]), frac_in)
+            assert ctx.get(raw) == int(want[0]), f"{fmt} frac_in {frac_in}: x={v}"
+            assert ctx.get(over) == int(n > 0), f"{fmt} frac_in {frac_in}: x={v} overflow"
+
+    sim = Simulator(m)
+    sim.add_testbench(tb)
+    sim.run()
+
+
 def test_variable_shift():
     f = QFormat.parse("Q1.14")
     m = Module()
