@@ -41,6 +41,7 @@ __all__ = [
     "in_bank_order",
     "in_lane_order",
     "rotate",
+    "rotation_shape",
 ]
 
 
@@ -57,12 +58,13 @@ def buffer_layouts(rows, cols, lanes, width):
         {"mode": ReadMode, "i": range(rows), "j": range(cols), "lane": range(lanes)}
     )
     words = data.ArrayLayout(signed(width), lanes)
-    row = data.StructLayout({"banks": words, "rot": _rot_shape(lanes)})
+    row = data.StructLayout({"banks": words, "rot": rotation_shape(lanes)})
     write = data.StructLayout({"mode": ReadMode, "i": range(rows), "j": range(cols), "data": words})
     return cmd, row, write
 
 
-def _rot_shape(lanes):
+def rotation_shape(lanes: int):
+    """Shape of a rotation among ``lanes`` lanes (at least one bit)."""
     return unsigned(max(1, (lanes - 1).bit_length()))
 
 
@@ -161,7 +163,7 @@ class ChunkBuffer(wiring.Component):
         """
         L = self.lanes
         bits = (L - 1).bit_length()
-        rot = Signal(_rot_shape(L), name=f"{prefix}_rot")
+        rot = Signal(rotation_shape(L), name=f"{prefix}_rot")
         m.d.comb += rot.eq(bank_rotation(i, j, L))
         plus = {}
         for name, index in (("i", i), ("j", j)):

@@ -356,7 +356,7 @@ class DeltaNetCore(wiring.Component):
                 last_word = (p.data, scaled) if t == L - 1 else (seg[t], seg_b[t])
                 m.d.sync += [w_seg[t].eq(last_word[0]), w_seg_b[t].eq(last_word[1])]
         # both segments in the buffers' bank order, rotated once for the buffers they go to
-        rot = bank_rotation(w_i, w_j, L)
+        rot = bank_rotation(w_i, 0, L)  # w_j is a multiple of L: the row's rotation
         w_banks = in_bank_order(m, w_seg, rot, "load")
         w_banks_b = in_bank_order(m, w_seg_b, rot, "load_b")
         for name, kind, src in (

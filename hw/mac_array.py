@@ -29,7 +29,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .banks import READ_LATENCY, delay_line
-from .chunk_buffer import in_lane_order
+from .chunk_buffer import in_lane_order, rotation_shape
 
 # steps an ArrayFeed's FIFO holds: enough for one step per cycle (issue -> READ_LATENCY -> FIFO
 # -> array -> credit back), with one to spare
@@ -343,7 +343,7 @@ class ArrayFeed:
 
     def __init__(self, m, arr: MacArray, issue, depth: int, name: str, a_lanes: int):
         ctl_layout = data.StructLayout({n: f.shape for n, f in arr.a_layout if n != "data"})
-        rot = unsigned(max(1, (max(a_lanes, arr.cols) - 1).bit_length()))
+        rot = rotation_shape(max(a_lanes, arr.cols))
         a_words = data.ArrayLayout(signed(arr.a_width), a_lanes)
         b_words = arr.b_layout["data"].shape
         step = data.StructLayout(

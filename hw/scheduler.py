@@ -30,7 +30,13 @@ from amaranth.lib import data
 from amaranth.lib.fifo import SyncFIFOBuffered
 
 from .banks import READ_LATENCY, delay_line
-from .chunk_buffer import ReadMode, bank_rotation, in_bank_order, in_lane_order
+from .chunk_buffer import (
+    ReadMode,
+    bank_rotation,
+    in_bank_order,
+    in_lane_order,
+    rotation_shape,
+)
 from .fixed import bound, round_bounds
 from .mac_array import FEED_DEPTH, ArrayFeed, MacArray, Mask
 from .microcode import CHUNK_INPUTS, core_program, dim_value
@@ -461,7 +467,7 @@ class Scheduler:
                     sources.append((src, 0) if instrs[n].add == "S" else (src.banks, src.rot))
                 width = max(len(words[0]) for words, _ in sources)
                 banks = Signal(data.ArrayLayout(signed(width), Cc), name=f"s2_banks{g}")
-                rot = Signal(max(1, (Cc - 1).bit_length()), name=f"s2_rot{g}")
+                rot = Signal(rotation_shape(Cc), name=f"s2_rot{g}")
                 for n, (words, words_rot) in zip(members, sources, strict=True):
                     with m.If(s1a.pc == n):
                         m.d.comb += [banks[col].eq(words[col]) for col in range(Cc)]
@@ -511,7 +517,8 @@ class Scheduler:
         s4_raw = Signal(data.ArrayLayout(signed(W + 1), Cc))
         s4_over = Signal(Cc)
         s4_meta = Signal.like(s1)
-        m.d.sync += s4_meta.eq(s3_meta)
+        s4_rot = Signal(rotation_shape(Cc))
+        m.d.sync += [s4_meta.eq(s3_meta), s4_rot.eq(bank_rotation(s3_meta.row, 0, Cc))]
         for col in range(Cc):
             value = Signal(W, name=f"rounded_{col}")
             m.d.comb += value.eq(s3_low[col] + s3_up[col])
@@ -528,8 +535,9 @@ class Scheduler:
 
         # stage 6: write the row segment (inside the result only); to a chunk buffer in its bank
         # order, rotated once for every destination: the regions start at multiples of
-        # chunk_size, a multiple of array_cols (check_core_config), so the rotation is the row's
-        banked = Cat(*in_bank_order(m, s4_raw, bank_rotation(s4_meta.row, s4_meta.j0, Cc), "wr"))
+        # chunk_size, a multiple of array_cols (check_core_config) as j0 is, so the rotation is
+        # the row's (registered in stage 5)
+        banked = Cat(*in_bank_order(m, s4_raw, s4_rot, "wr"))
         sat = []
         for n, ins in enumerate(instrs):
             rows = dim_value(self.cfg, ins.rows_dim, s4_meta.m)

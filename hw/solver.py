@@ -202,7 +202,8 @@ class Solver:
         with m.If(s2.valid & over.any()):
             m.d.sync += self.saturated.eq(1)
         i, j = s3.ctx.head * C + s3.ctx.row, s3.ctx.j0
-        banks = in_bank_order(m, s3.words, bank_rotation(i, j, Cc), "solve_wr")
+        # i's region starts at a multiple of C (a multiple of Cc), and j0 is one: the row's rotation
+        banks = in_bank_order(m, s3.words, bank_rotation(s3.ctx.row, 0, Cc), "solve_wr")
         for name in ("T", "Ts"):
             self.writes.add(
                 self.buffers[name].wr,
