@@ -12,11 +12,11 @@ Each processing element registers its product (one signed multiplier in hard DSP
 synchronous reset), so every tile's sum starts from zero. The accumulator is carry-save in parts of
 at most ``part_bits`` bits (no long carry chain in the loop); the copy keeps each part's carry out,
 and the drain resolves them for the one row it reads (one full-width add per column, not one per
-element). Signs are the reader's:
-a term to subtract is subtracted where the rows are used (the epilogue's adders), not in every
-element. Results leave through the ``c`` stream one row per beat while the next tile already
-accumulates, so long products keep the array busy: a tile's last beat is accepted only once the
-previous tile's results have left (tiles shorter than ``min_tile_steps`` wait for that).
+element). Signs are the reader's: a term to subtract is subtracted where the rows are used (the
+epilogue's adders), not in every element. Results leave through the ``c`` stream one row per beat
+while the next tile already accumulates, so long products keep the array busy: a tile's last beat is
+accepted only once the previous tile's results have left (tiles shorter than ``min_tile_steps`` wait
+for that).
 
 The drain applies the tile's triangular mask, given with the last beat as a mode and the tile's
 position (``row0``, ``col0``) in the whole matrix: ``lower`` keeps elements with i >= j,

@@ -487,20 +487,23 @@ class Scheduler:
                     m.d.sync += s2_sum[col].eq(plus - minus)
 
         # stage 4: the rounding bit and the range of the instruction's format (one
-        # round_bounds per format and fraction; the instruction's own registered)
+        # round_bounds per distinct rounding: the shift to the format's fraction and the
+        # format's width, sign, rounding and overflow modes; the instruction's own registered)
         groups = {}
         for n, ins in enumerate(instrs):
-            groups.setdefault((ins.fmt, ins.top_frac), []).append(n)
-        fmts = [getattr(cfg, fmt_name) for fmt_name, _ in groups]
+            f = getattr(cfg, ins.fmt)
+            key = (ins.top_frac - f.frac_bits, f.width, f.signed, f.rounding, f.overflow)
+            groups.setdefault(key, (f, []))[1].append(n)
+        fmts = [f for f, _ in groups.values()]
         W = max(fmt.width for fmt in fmts)
         s3_low = Signal(data.ArrayLayout(W, Cc))
         s3_up, s3_above, s3_below = Signal(Cc), Signal(Cc), Signal(Cc)
         s3_group = Signal(range(len(groups)))
         s3_meta = Signal.like(s1)
         m.d.sync += s3_meta.eq(s2_meta)
-        for g, ((_, top), members) in enumerate(groups.items()):
+        for g, ((shift, *_), (fmt, members)) in enumerate(groups.items()):
             parts = [
-                round_bounds(m, s2_sum[col], fmts[g], f"round{g}_{col}", frac_in=top)
+                round_bounds(m, s2_sum[col], fmt, f"round{g}_{col}", shift=shift)
                 for col in range(Cc)
             ]
             with m.If(Cat(*[s2_meta.pc == n for n in members]).any()):
