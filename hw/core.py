@@ -297,12 +297,14 @@ class DeltaNetCore(wiring.Component):
         ld_half = Signal()
         ld_row = Signal(range(C))
         ld_tokens = Signal(range(cfg.max_tokens + 1))  # tokens of finished chunks
-        # tokens in the chunk being loaded, and whether ld_row is its last row: registered (one
-        # cycle behind ld_tokens and ld_row, which change only at a token's end, and tokens end
-        # more than a cycle apart), so the chunk-end test off BetaPhi's ready is short
+        # tokens in the chunk being loaded, and whether ld_row is its last row: registered (two
+        # cycles behind ld_tokens, one behind ld_row; both change only at a token's end, and
+        # tokens end at least four words apart), so the chunk-end test off BetaPhi's ready is
+        # short and the tokens left are subtracted in a cycle of their own
         ld_rows = Signal(range(C + 1))
         ld_last_row = Signal()
-        left = T - ld_tokens
+        left = Signal.like(ld_tokens)
+        m.d.sync += left.eq(T - ld_tokens)
         rows_now = Mux(left < chunk_len, left, chunk_len)
         m.d.sync += [ld_rows.eq(rows_now), ld_last_row.eq(ld_row + 1 == rows_now)]
         beta_cur = Signal(signed(cfg.fmt_beta.width))
