@@ -540,7 +540,7 @@ class Scheduler:
         # order, rotated once for every destination: the regions start at multiples of
         # chunk_size, a multiple of array_cols (check_core_config) as j0 is, so the rotation is
         # the row's (registered in stage 5)
-        banked = Cat(*in_bank_order(m, s4_raw, s4_rot, "wr"))
+        banked = in_bank_order(m, s4_raw, s4_rot, "wr")
         sat = []
         for n, ins in enumerate(instrs):
             rows = dim_value(self.cfg, ins.rows_dim, s4_meta.m)
@@ -555,7 +555,7 @@ class Scheduler:
                 base = self._base(ins.dest, s4_meta.half, s4_meta.head)
                 fields = {"mode": ReadMode.ROW, "i": base + s4_meta.row, "j": s4_meta.j0}
             seg = Signal(dest.wr.payload.data.shape(), name=f"wr_{ins.name}")
-            words = s4_raw if ins.dest == "S" else data.View(s4_raw.shape(), banked)
+            words = s4_raw if ins.dest == "S" else banked
             m.d.comb += [seg[col].eq(words[col]) for col in range(Cc)]
             self.writes.add(dest.wr, here, fields | {"data": seg})
         with m.If(Cat(*sat).any()):
