@@ -137,6 +137,11 @@ def _partial_products(m, x, y, en, name):
     return out
 
 
+def _joined(partials):
+    """The product :func:`_partial_products` split: the sum of its shifted parts."""
+    return sum(part << shift for part, shift in partials)
+
+
 def _lut_index(m, lut, x, x_frac, name):
     """Table index and fraction (and the fraction's bits) of ``x`` (clamped to the domain)."""
     lo = round(lut.lo * 2**x_frac)
@@ -584,7 +589,7 @@ class BetaPhi(wiring.Component):
                 **{k: d3a[k] for k in frame},
                 "shift": d3a["shift"],
                 "x": d3a["x"],
-                "prod": sum(part << shift for part, shift in partials),
+                "prod": _joined(partials),
             },
             "d3",
         )
@@ -655,7 +660,7 @@ class BetaPhi(wiring.Component):
         # is used
         partials = _partial_products(m, a, b, 1, "rsqrt_prod")
         prod = Signal(signed(2 * F + 8))
-        m.d.comb += prod.eq(sum(part << shift for part, shift in partials))
+        m.d.comb += prod.eq(_joined(partials))
         idx, fr, sh = _lut_index(m, lut, mm, F, "rsqrt")
         m.d.comb += rom.addr.eq(idx)
 

@@ -38,6 +38,7 @@ __all__ = [
     "ReadMode",
     "bank_rotation",
     "buffer_layouts",
+    "first_lane",
     "in_bank_order",
     "in_lane_order",
     "rotate",
@@ -77,6 +78,11 @@ def bank_rotation(i, j, lanes: int):
 def in_lane_order(m: Module, banks, rot, name: str) -> list:
     """Words read in bank order (``banks``, ``rot``) in lane order: lane t is bank (t + rot)."""
     return rotate(m, [banks[b] for b in range(len(banks))], rot, name)
+
+
+def first_lane(row):
+    """Lane 0 of a read beat (``banks``, ``rot``): bank ``rot``."""
+    return row.banks[row.rot]
 
 
 def in_bank_order(m: Module, words, rot, name: str) -> list:

@@ -43,7 +43,7 @@ from amaranth.lib.wiring import In, Out
 
 from .banks import READ_LATENCY
 from .beta_phi import BetaPhi, Kind, beta_phi_layouts
-from .chunk_buffer import ChunkBuffer, ReadMode, bank_rotation, in_bank_order
+from .chunk_buffer import ChunkBuffer, ReadMode, bank_rotation, first_lane, in_bank_order
 from .fixed import requantize
 from .microcode import BUFFER_FORMATS, CHUNK_INPUTS, check_core_config
 from .scheduler import PortMux, Scheduler
@@ -460,8 +460,7 @@ class DeltaNetCore(wiring.Component):
         m.d.sync += st_reads.eq(st_reads + o_take - (self.tok_out.valid & self.tok_out.ready))
         m.d.comb += [
             self.tok_out.valid.eq(obuf.rd_data.valid),
-            # lane 0 of the row read: bank rot
-            self.tok_out.payload.data.eq(obuf.rd_data.payload.banks[obuf.rd_data.payload.rot]),
+            self.tok_out.payload.data.eq(first_lane(obuf.rd_data.payload)),
             self.tok_out.payload.last.eq(st_last_taken & (st_reads == 1)),
             obuf.rd_data.ready.eq(self.tok_out.ready),
         ]

@@ -343,18 +343,23 @@ class ArrayFeed:
 
     def __init__(self, m, arr: MacArray, issue, depth: int, name: str, a_lanes: int):
         ctl_layout = data.StructLayout({n: f.shape for n, f in arr.a_layout if n != "data"})
-        rot = rotation_shape(max(a_lanes, arr.cols))
         a_words = data.ArrayLayout(signed(arr.a_width), a_lanes)
         b_words = arr.b_layout["data"].shape
         step = data.StructLayout(
-            {"ctl": ctl_layout, "a": a_words, "a_rot": rot, "b": b_words, "b_rot": rot}
+            {
+                "ctl": ctl_layout,
+                "a": a_words,
+                "a_rot": rotation_shape(a_lanes),
+                "b": b_words,
+                "b_rot": rotation_shape(arr.cols),
+            }
         )
         self.depth = depth
         self.ctl = Signal(ctl_layout, name=f"{name}_ctl")
         self.a_words = Signal(a_words, name=f"{name}_a_words")
         self.b_words = Signal(b_words, name=f"{name}_b_words")
-        self.a_rot = Signal(rot, name=f"{name}_a_rot")
-        self.b_rot = Signal(rot, name=f"{name}_b_rot")
+        self.a_rot = Signal(rotation_shape(a_lanes), name=f"{name}_a_rot")
+        self.b_rot = Signal(rotation_shape(arr.cols), name=f"{name}_b_rot")
         self.in_flight = Signal(range(depth + READ_LATENCY + 1), name=f"{name}_in_flight")
         fifo = SyncFIFOBuffered(width=step.size, depth=depth)
         m.submodules[name] = fifo
@@ -372,8 +377,8 @@ class ArrayFeed:
             self.in_flight.eq(fifo.level + sum(issued[1:])),
         ]
         r = data.View(step, fifo.r_data)
-        a_lanes = in_lane_order(m, r.a, r.a_rot[: (a_lanes - 1).bit_length()], f"{name}_a")
-        b_lanes = in_lane_order(m, r.b, r.b_rot[: (arr.cols - 1).bit_length()], f"{name}_b")
+        a_lanes = in_lane_order(m, r.a, r.a_rot, f"{name}_a")
+        b_lanes = in_lane_order(m, r.b, r.b_rot, f"{name}_b")
         m.d.comb += [
             arr.a.valid.eq(fifo.r_rdy),
             arr.b.valid.eq(fifo.r_rdy),

@@ -17,7 +17,7 @@ from amaranth import *
 from amaranth.lib import data
 from amaranth.lib.fifo import SyncFIFOBuffered
 
-from .chunk_buffer import ReadMode, bank_rotation, in_bank_order
+from .chunk_buffer import ReadMode, bank_rotation, first_lane, in_bank_order
 from .fixed import round_bounds, round_finish
 from .mac_array import FEED_DEPTH, ArrayFeed, MacArray, Mask
 from .microcode import BUFFER_FORMATS
@@ -98,8 +98,8 @@ class Solver:
             feed.ctl.mask.eq(Mask.LOWER),
             feed.ctl.row0.eq(row),
             feed.ctl.col0.eq(j0),
-            # lane 0 of the column read is bank rot; the row read is rotated by the feed
-            feed.a_words[0].eq(a_buf.rd_data.payload.banks[a_buf.rd_data.payload.rot]),
+            # lane 0 of the column read; the row read is rotated by the feed
+            feed.a_words[0].eq(first_lane(a_buf.rd_data.payload)),
             feed.b_words.eq(t_buf.rd_data.payload.banks),
             feed.b_rot.eq(t_buf.rd_data.payload.rot),
         ]
