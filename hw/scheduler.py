@@ -372,9 +372,6 @@ class Scheduler:
         instrs = self.instrs
         arr = self.array
         acc = arr.acc_width
-        shifts = [ins.top_frac - s.frac for ins in instrs for s in ins.steps]
-        shifts += [ins.top_frac - ins.add_frac for ins in instrs if ins.add]
-        wide = acc + max(shifts) + 2
         c = arr.c
         m.d.comb += c.ready.eq(1)  # the epilogue never stalls
         ctx = data.View(ctx_layout, ctx_fifo.r_data)
@@ -444,7 +441,6 @@ class Scheduler:
         m.d.sync += s1b.eq(s1a)
 
         # stage 3: the exact sum at the instruction's fractional bits
-        s2_sum = Signal(data.ArrayLayout(signed(wide), Cc))
         s2_meta = Signal.like(s1)
         m.d.sync += s2_meta.eq(s1b)
         # instructions that align their terms by the same shifts share one adder per column
@@ -458,6 +454,7 @@ class Scheduler:
                 ins.top_frac - ins.add_frac if ins.add else None,
             )
             sums.setdefault(key, []).append(n)
+        exact = []  # per group: its members and each column's sum
         for g, ((value, partial, add_shift), members) in enumerate(sums.items()):
             if add_shift is not None:  # the word to add: read from the instruction's buffer
                 sources = []
@@ -475,16 +472,28 @@ class Scheduler:
                 add = Signal(data.ArrayLayout(signed(width), Cc), name=f"s2_add{g}")
                 lanes = in_lane_order(m, banks, rot, f"s2_add{g}")
                 m.d.sync += [add[col].eq(word) for col, word in enumerate(lanes)]
+            cols = []
+            for col in range(Cc):
+                terms = [(s1b.value[col].shift_left(value[0]), value[1])]
+                if partial is not None:
+                    terms.append((s1b.partial[col].shift_left(partial[0]), partial[1]))
+                if add_shift is not None:
+                    terms.append((add[col].shift_left(add_shift), 1))
+                total = None  # not sum(): its 0 start would add a bit
+                for term, sign in terms:
+                    if total is None:
+                        total = term if sign > 0 else -term
+                    else:
+                        total = total + term if sign > 0 else total - term
+                cols.append(total)
+            exact.append((members, cols))
+        # as wide as the widest group's sum: each operation's result width holds it exactly (a
+        # term's shift widens only that term: U's 18 bits 30 up are not a 58-bit sum 30 up)
+        wide = max(len(total) for _, cols in exact for total in cols)
+        s2_sum = Signal(data.ArrayLayout(signed(wide), Cc))
+        for members, cols in exact:
             with m.If(Cat(*[s1b.pc == n for n in members]).any()):
-                for col in range(Cc):
-                    terms = [(s1b.value[col] << value[0], value[1])]
-                    if partial is not None:
-                        terms.append((s1b.partial[col] << partial[0], partial[1]))
-                    if add_shift is not None:
-                        terms.append((add[col] << add_shift, 1))
-                    plus = sum(term for term, sign in terms if sign > 0)
-                    minus = sum(term for term, sign in terms if sign < 0)
-                    m.d.sync += s2_sum[col].eq(plus - minus)
+                m.d.sync += [s2_sum[col].eq(total) for col, total in enumerate(cols)]
 
         # stage 4: the rounding bit and the range of the instruction's format (one
         # round_bounds per distinct rounding: the shift to the format's fraction and the
