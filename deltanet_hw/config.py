@@ -64,6 +64,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "lut_bits": (2, 12),
     "rsqrt_newton": (0, 3),
     "acc_part_bits": (4, 62),
+    "state_passes": (1, 2),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "feature_map": FEATURE_MAPS,
@@ -164,6 +165,12 @@ class CoreConfig:
         Longest carry chain of the MAC array's carry-save accumulators (shorter parts raise Fmax
         on iCE40; ECP5 carry chains are fast, so its presets use longer parts and fewer
         registers). Changes timing only, never a result bit.
+    state_passes : int
+        How the MAC array multiplies by a state word wider than one hard multiplier (18 bits):
+        ``1``, two multipliers per processing element at once; ``2``, one multiplier in two
+        array steps (the low 17 bits, then the high bits weighted 2**17): half the multipliers
+        (and half the wires into them), twice the steps of the products that read the state.
+        Changes timing and size only, never a result bit.
     """
 
     name: str = "custom"
@@ -202,6 +209,7 @@ class CoreConfig:
     lut_bits: int = 8
     rsqrt_newton: int = 1
     acc_part_bits: int = 14
+    state_passes: int = 1
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:

@@ -7,16 +7,20 @@ are skewed so that processing element (r, c) sees ``a[r, k]`` and ``b[k, c]`` in
 ``a`` values and control travel right, ``b`` values travel down.
 
 Each processing element registers its product (one signed multiplier in hard DSPs: one SB_MAC16 for
-16 x 16 bits on iCE40, two MULT18X18D for 18 x 32 bits on ECP5) and adds it to its accumulator;
-``last`` ends the tile: the finished sum is copied out and the accumulator clears (its flip-flops'
-synchronous reset), so every tile's sum starts from zero. The accumulator is carry-save in parts of
-at most ``part_bits`` bits (no long carry chain in the loop); the copy keeps each part's carry out,
-and the drain resolves them for the one row it reads (one full-width add per column, not one per
-element). Signs are the reader's: a term to subtract is subtracted where the rows are used (the
-epilogue's adders), not in every element. Results leave through the ``c`` stream one row per beat
-while the next tile already accumulates, so long products keep the array busy: a tile's last beat is
-accepted only once the previous tile's results have left (tiles shorter than ``min_tile_steps`` wait
-for that).
+16 x 16 bits on iCE40, two MULT18X18D for 18 x 32 bits on ECP5, or one in two steps: ``high`` below)
+and adds it to its accumulator; ``last`` ends the tile: the finished sum is copied out and the
+accumulator clears (its flip-flops' synchronous reset), so every tile's sum starts from zero. The
+accumulator is carry-save in parts of at most ``part_bits`` bits (no long carry chain in the loop);
+the copy keeps each part's carry out, and the drain resolves them for the one row it reads (one
+full-width add per column, not one per element). Signs are the reader's: a term to subtract is
+subtracted where the rows are used (the epilogue's adders), not in every element. Results leave
+through the ``c`` stream one row per beat while the next tile already accumulates, so long products
+keep the array busy: a tile's last beat is accepted only once the previous tile's results have left
+(tiles shorter than ``min_tile_steps`` wait for that).
+
+With ``high_shift`` (``state_passes = 2``) the ``a`` beat carries a ``high`` bit: the step's
+products weigh ``2**high_shift``. A state word then enters as two steps of the same k, its low
+17 bits (non-negative) and its high bits (signed): one 18 x 18 multiplier per element.
 
 The drain applies the tile's triangular mask, given with the last beat as a mode and the tile's
 position (``row0``, ``col0``) in the whole matrix: ``lower`` keeps elements with i >= j,
@@ -35,7 +39,16 @@ from .chunk_buffer import in_lane_order, rotation_shape
 # -> array -> credit back), with one to spare
 FEED_DEPTH = READ_LATENCY + 3
 
-__all__ = ["FEED_DEPTH", "ArrayFeed", "MacArray", "Mask", "mac_layouts", "operand_widths"]
+__all__ = [
+    "FEED_DEPTH",
+    "MULT_WIDTH",
+    "ArrayFeed",
+    "MacArray",
+    "Mask",
+    "mac_layouts",
+    "operand_widths",
+    "state_half",
+]
 
 PART_BITS = 14  # default longest carry chain of the accumulators
 # Wider B operands (the 32-bit state) are split into a low part of MULT_WIDTH - 1 bits and a high
@@ -66,6 +79,10 @@ class MacArray(wiring.Component):
     split_b : int or None
         Split B operands at this bit: two partial products registered apart, joined one cycle
         later (timing only).
+    high_shift : int or None
+        The ``a`` beat gets a ``high`` bit: the step's products weigh ``2**high_shift`` (they
+        multiply the high half of a wider B word; the low half came in the step before:
+        ``state_passes = 2``).
 
     Members
     -------
@@ -87,6 +104,7 @@ class MacArray(wiring.Component):
         acc_width: int,
         part_bits: int = PART_BITS,
         split_b: int | None = None,
+        high_shift: int | None = None,
     ):
         for name, value, lo in (
             ("rows", rows, 1),
@@ -103,10 +121,18 @@ class MacArray(wiring.Component):
             )
         if split_b is not None and not 1 <= split_b < b_width:
             raise ValueError(f"split_b must be in [1, b_width), not {split_b!r}")
+        if high_shift is not None and (split_b is not None or high_shift < 1):
+            raise ValueError(f"high_shift must be >= 1 and without split_b, not {high_shift!r}")
+        if high_shift is not None and acc_width < a_width + b_width + high_shift:
+            raise ValueError(
+                f"acc_width ({acc_width}) must hold one high product "
+                f"({a_width} + {b_width} + {high_shift} bits)"
+            )
         self.rows, self.cols, self.part_bits, self.split_b = rows, cols, part_bits, split_b
+        self.high_shift = high_shift
         self.a_width, self.b_width, self.acc_width = a_width, b_width, acc_width
         self.a_layout, self.b_layout, self.c_layout = mac_layouts(
-            rows, cols, a_width, b_width, acc_width
+            rows, cols, a_width, b_width, acc_width, high=high_shift is not None
         )
         super().__init__(
             {
@@ -121,8 +147,16 @@ class MacArray(wiring.Component):
         """The array a :class:`~deltanet_hw.config.CoreConfig` describes."""
         a_width, b_width = operand_widths(cfg)
         split = MULT_WIDTH - 1 if b_width > MULT_WIDTH else None
+        high = MULT_WIDTH - 1 if cfg.state_passes == 2 else None
         return cls(
-            cfg.array_rows, cfg.array_cols, a_width, b_width, cfg.acc_bits, cfg.acc_part_bits, split
+            cfg.array_rows,
+            cfg.array_cols,
+            a_width,
+            b_width,
+            cfg.acc_bits,
+            cfg.acc_part_bits,
+            split,
+            high,
         )
 
     @property
@@ -154,14 +188,16 @@ class MacArray(wiring.Component):
         m.d.comb += [self.a.ready.eq(step), self.b.ready.eq(step)]
 
         # input stage and skew lines: lane r of a is delayed r cycles, lane c of b c cycles
-        ctl = data.StructLayout({"valid": 1, "last": 1})
+        ctl = data.StructLayout({"valid": 1, "last": 1, "high": 1})
         a_in, b_in = [], []
         for r in range(R):
             val = Signal(signed(self.a_width), name=f"a_skew_{r}_0")
             cv = Signal(ctl, name=f"ctl_skew_{r}_0")
             m.d.sync += [
                 val.eq(self.a.payload.data[r]),
-                cv.eq(Cat(step, self.a.payload.last)),
+                cv.eq(
+                    Cat(step, self.a.payload.last, self.a.payload.high if self.high_shift else 0)
+                ),
             ]
             for i in range(r):
                 nval = Signal(signed(self.a_width), name=f"a_skew_{r}_{i + 1}")
@@ -211,7 +247,10 @@ class MacArray(wiring.Component):
                 # part joins the next part one step later, so no carry chain in the loop is
                 # longer than a part; the drain resolves the carries of the copy (one add)
                 wide = Signal(signed(self.acc_width), name=f"wide_{r}_{c}")
-                m.d.comb += wide.eq(prod)
+                if self.high_shift:
+                    m.d.comb += wide.eq(Mux(pctl.high, prod.shift_left(self.high_shift), prod))
+                else:
+                    m.d.comb += wide.eq(prod)
                 # the sum starts from zero: the accumulator clears as a tile's last step is
                 # added (the FFs' synchronous reset, no gate in front of the adder), and the copy
                 # the drain reads is taken from the adders' outputs (parts and their carries out)
@@ -332,7 +371,8 @@ class ArrayFeed:
     """Steps into a :class:`MacArray` from the banked memories (hw/banks.py), through a FIFO.
 
     In the cycle a step is issued (``issue``), drive ``ctl`` (the ``a`` payload's control: last,
-    mask, row0, col0) and the memory read commands; ``READ_LATENCY`` cycles later drive
+    mask, row0, col0, high) and the memory read commands; ``READ_LATENCY`` cycles later
+    (``ctl_read`` is then the step's control) drive
     ``a_words`` (``a_lanes`` words) and ``b_words`` (``cols`` words) with the read data, in
     the chunk buffers' bank order with their rotations ``a_rot`` and ``b_rot`` (0 for words
     already in lane order): they are rotated into lane order as they leave the FIFO (one
@@ -365,6 +405,7 @@ class ArrayFeed:
         m.submodules[name] = fifo
         issued = delay_line(m, issue, READ_LATENCY, f"{name}_issued")  # delayed with the reads
         ctl = delay_line(m, self.ctl, READ_LATENCY, f"{name}_ctl")[-1]
+        self.ctl_read = ctl  # the step's control as its read data arrives
         w = Signal(step, name=f"{name}_w")
         m.d.comb += [
             w.ctl.eq(ctl),
@@ -382,17 +423,21 @@ class ArrayFeed:
         m.d.comb += [
             arr.a.valid.eq(fifo.r_rdy),
             arr.b.valid.eq(fifo.r_rdy),
-            arr.a.payload.last.eq(r.ctl.last),
-            arr.a.payload.mask.eq(r.ctl.mask),
-            arr.a.payload.row0.eq(r.ctl.row0),
-            arr.a.payload.col0.eq(r.ctl.col0),
             fifo.r_en.eq(arr.a.ready),
         ]
+        m.d.comb += [arr.a.payload[n].eq(r.ctl[n]) for n, _ in ctl_layout]
         m.d.comb += [arr.a.payload.data[i].eq(a_lanes[i]) for i in range(arr.rows)]
         m.d.comb += [arr.b.payload.data[i].eq(b_lanes[i]) for i in range(arr.cols)]
 
 
-def mac_layouts(rows, cols, a_width, b_width, acc_width):
+def state_half(word, high):
+    """A two-pass state step's B operand (``state_passes = 2``): the low ``MULT_WIDTH - 1`` bits
+    of ``word`` as a non-negative number, or (``high``) the bits above them, signed."""
+    L = MULT_WIDTH - 1
+    return Mux(high, word[L:].as_signed(), Cat(word[:L], Const(0, 1)).as_signed())
+
+
+def mac_layouts(rows, cols, a_width, b_width, acc_width, high=False):
     """Payload layouts of the ``a``, ``b`` and ``c`` streams (also used by testbenches)."""
     a = data.StructLayout(
         {
@@ -402,6 +447,7 @@ def mac_layouts(rows, cols, a_width, b_width, acc_width):
             "row0": OFFSET_BITS,
             "col0": OFFSET_BITS,
         }
+        | ({"high": 1} if high else {})
     )
     b = data.StructLayout({"data": data.ArrayLayout(signed(b_width), cols)})
     c = data.StructLayout(
@@ -415,7 +461,8 @@ def mac_layouts(rows, cols, a_width, b_width, acc_width):
 
 
 def operand_widths(cfg) -> tuple[int, int]:
-    """Widest A operand and widest B operand over the chunk and decode programs of ``cfg``."""
+    """Widest A operand and widest B operand over the chunk and decode programs of ``cfg``
+    (with ``state_passes = 2`` a state word enters in halves of at most ``MULT_WIDTH`` bits)."""
     from deltanet_hw.golden.program import Product, chunk_program
 
     a_width = b_width = 2
@@ -425,5 +472,8 @@ def operand_widths(cfg) -> tuple[int, int]:
             if isinstance(op, Product):
                 for t in op.terms:
                     a_width = max(a_width, getattr(cfg, fmts[t.a]).width)
-                    b_width = max(b_width, getattr(cfg, fmts[t.b]).width)
+                    b = getattr(cfg, fmts[t.b]).width
+                    if t.b == "S" and cfg.state_passes == 2:
+                        b = MULT_WIDTH  # a half: the low bits unsigned, or the high bits
+                    b_width = max(b_width, b)
     return a_width, b_width

@@ -18,7 +18,9 @@ instruction runs for every head before the next starts); ``O`` (two halves) is
 read by the output streamer; ``S`` is the state SRAM.
 
 Tiles: an instruction's output (``rows_dim`` x ``cols_dim``) is cut into R x C tiles (i0, j0) in
-row-major order; each term of the instruction is one array tile of k steps. Steps skipped:
+row-major order; each term of the instruction is one array tile of k steps (two per k for a term
+that reads the state in two passes, ``state_passes = 2``: its low half, then its high half).
+Steps skipped:
 
 * a term whose A operand is lower triangular (``T``, ``QK``) stops at k = i0 + R;
 * a masked (lower or strict lower) product skips the tiles with j0 >= i0 + R (all zero; no reader
@@ -34,6 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..golden.program import Product, Scale, Solve, chunk_program
+from .mac_array import MULT_WIDTH
 
 __all__ = [
     "CHUNK_INPUTS",
@@ -91,6 +94,7 @@ class Step:
     k_dim: str
     a_lower: bool  # stop at k = i0 + R
     frac: int  # fractional bits of the exact product
+    passes: int = 1  # array steps per k: 2 for the state's low, then high half (state_passes)
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,11 @@ def check_core_config(cfg) -> None:
         )
     if R > C:
         raise ValueError(f"array_rows ({R}) must be <= array_cols ({C}) for the core")
+    if cfg.state_passes == 2 and not MULT_WIDTH < cfg.fmt_state.width <= 2 * MULT_WIDTH - 1:
+        raise ValueError(
+            f"state_passes (2) must be 1 for a fmt_state of {cfg.fmt_state.width} bits: two "
+            f"passes split state words of {MULT_WIDTH + 1} to {2 * MULT_WIDTH - 1} bits"
+        )
     for field in ("d_k", "d_v", "chunk_size"):
         if getattr(cfg, field) % C:
             raise ValueError(
@@ -183,6 +192,7 @@ def core_program(cfg, mode: str) -> tuple[Instr, ...]:
                         k_dim=a_dims[1],
                         a_lower=t.a in LOWER and not t.ta,
                         frac=frac[t.a] + frac[t.b],
+                        passes=cfg.state_passes if t.b == "S" else 1,
                     )
                 )
             if op.add_scale:

@@ -38,7 +38,7 @@ from .chunk_buffer import (
     rotation_shape,
 )
 from .fixed import bound, round_bounds
-from .mac_array import FEED_DEPTH, ArrayFeed, MacArray, Mask
+from .mac_array import FEED_DEPTH, ArrayFeed, MacArray, Mask, state_half
 from .microcode import CHUNK_INPUTS, core_program, dim_value
 from .solver import Solver
 
@@ -149,6 +149,8 @@ class Scheduler:
         j0 = Signal(range(kmax + Cc))
         term = Signal()
         k = Signal(range(kmax + 1))
+        high = Signal()  # a two-pass state step's second pass: the high half of the words
+        two_pass = Signal()  # the current term reads the state in two passes
         k_hi = Signal(range(kmax + 1))
         running = Signal()  # a chunk is being issued
         draining = Signal()  # every step issued; waiting for the last writes
@@ -188,6 +190,7 @@ class Scheduler:
                 with m.Case(n):
                     for t, st in enumerate(ins.steps):
                         with m.If(term == t):
+                            m.d.comb += two_pass.eq(st.passes == 2)
                             n_k = dim_value(self.cfg, st.k_dim, mrows)
                             if st.a_lower:
                                 m.d.comb += k_hi.eq(Mux(i0 + R < n_k, i0 + R, n_k))
@@ -210,7 +213,7 @@ class Scheduler:
         )
         m.d.comb += issue.eq(can_issue)
         last = Signal()
-        m.d.comb += last.eq(k + 1 >= k_hi)
+        m.d.comb += last.eq((k + 1 >= k_hi) & (high | ~two_pass))
         m.d.comb += tile_issued.eq(issue & last)
 
         # reads of the operands of the step
@@ -245,6 +248,8 @@ class Scheduler:
             feed.ctl.row0.eq(i0),
             feed.ctl.col0.eq(j0),
         ]
+        if arr.high_shift:
+            m.d.comb += feed.ctl.high.eq(high)
         for n, ins in enumerate(instrs):
             for t, st in enumerate(ins.steps):
                 with m.If((pc_q == n) & (term_q == t)):
@@ -253,7 +258,10 @@ class Scheduler:
                     b_data = self.buffers[st.b.buf].rd_data.payload
                     m.d.comb += [feed.a_words[r].eq(a_data.banks[r]) for r in range(Cc)]
                     m.d.comb += feed.a_rot.eq(a_data.rot)
-                    if st.b.mode == "sram":  # the state SRAM's words are in lane order
+                    if st.b.mode == "sram" and st.passes == 2:  # in lane order, in halves
+                        half_words = [state_half(b_data[c], feed.ctl_read.high) for c in range(Cc)]
+                        m.d.comb += [feed.b_words[c].eq(w) for c, w in enumerate(half_words)]
+                    elif st.b.mode == "sram":  # the state SRAM's words are in lane order
                         m.d.comb += [feed.b_words[c].eq(b_data[c]) for c in range(Cc)]
                     else:
                         m.d.comb += [feed.b_words[c].eq(b_data.banks[c]) for c in range(Cc)]
@@ -284,7 +292,7 @@ class Scheduler:
         def next_instr():
             """Counters for the next head of the instruction, or the next instruction."""
             m.d.comb += head_end.eq(1)
-            m.d.sync += [i0.eq(0), j0.eq(0), k.eq(0), term.eq(0)]
+            m.d.sync += [i0.eq(0), j0.eq(0), k.eq(0), term.eq(0), high.eq(0)]
             with m.If(head + 1 < heads):
                 m.d.sync += head.eq(head + 1)
             with m.Else():
@@ -305,6 +313,7 @@ class Scheduler:
                 j0.eq(0),
                 k.eq(0),
                 term.eq(0),
+                high.eq(0),
                 mrows.eq(self.rows),
                 half.eq(self.half),
                 heads.eq(self.heads),
@@ -313,9 +322,12 @@ class Scheduler:
         with m.Elif(waiting), m.If(idle):
             m.d.sync += waiting.eq(0)
         with m.Elif(issue):
-            with m.If(~last):
-                m.d.sync += k.eq(k + 1)
+            with m.If(~last & two_pass & ~high):
+                m.d.sync += high.eq(1)  # the same k again: the high half
+            with m.Elif(~last):
+                m.d.sync += [k.eq(k + 1), high.eq(0)]
             with m.Else():
+                m.d.sync += high.eq(0)
                 for n, ins in enumerate(instrs):
                     with m.If(pc == n):
                         self._advance(m, ins, i0, j0, term, k, mrows, next_instr)
@@ -331,6 +343,7 @@ class Scheduler:
             "i0": i0,
             "j0": j0,
             "k": k,
+            "high": high,
             "term": term,
         }
         with m.If(self.done):

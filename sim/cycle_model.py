@@ -143,13 +143,13 @@ def predict_chunk(cfg, m: int, heads: int, mode: str) -> tuple[int, dict]:
         if ins.wait:
             main.wait_writes()
         prev_head = None
-        for h, _i0, _j0, _row, _term, k_lo, k_hi in tiles(cfg, ins, m, heads):
+        for h, _i0, _j0, _row, term, k_lo, k_hi in tiles(cfg, ins, m, heads):
             if prev_head is not None and h != prev_head and ins.dest == solve_src:
                 a_written.append(main.written)  # the previous head's last A tile
             if ins.reads_t and h != prev_head:
                 main.wait_until(t_written[h] + 1)
             prev_head = h
-            main.tile(k_hi - k_lo)
+            main.tile((k_hi - k_lo) * ins.steps[term].passes)
         if ins.dest == solve_src:
             a_written.append(main.written)
         per_op[ins.name] = per_op.get(ins.name, 0) + main.t - begin

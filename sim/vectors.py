@@ -40,6 +40,8 @@ class MacTile:
     mask: int
     row0: int
     col0: int
+    high: np.ndarray | None = None  # [K] 0/1: step k's products weigh 2**high_shift
+    high_shift: int = 0
 
     def a_beats(self):
         K = len(self.a)
@@ -51,8 +53,15 @@ class MacTile:
                 "row0": self.row0,
                 "col0": self.col0,
             }
+            | ({} if self.high is None else {"high": int(self.high[k])})
             for k in range(K)
         ]
+
+    def sums(self) -> np.ndarray:
+        """The exact [R, C] sums of the tile's steps."""
+        if self.high is None:
+            return self.a.T @ self.b
+        return self.a.T @ (self.b << (self.high[:, None] * self.high_shift))
 
     def b_beats(self):
         return [{"data": row.tolist()} for row in self.b]
@@ -62,13 +71,13 @@ def expected_rows(tiles: list[MacTile]) -> list[np.ndarray]:
     """Result rows of every tile, in order: the exact (masked) sums the golden model defines."""
     rows = []
     for t in tiles:
-        acc = t.a.T @ t.b
-        rows.extend(masked(acc, MASK_NAMES[t.mask], t.row0, t.col0))
+        rows.extend(masked(t.sums(), MASK_NAMES[t.mask], t.row0, t.col0))
     return rows
 
 
-def mac_tiles(rng, rows, cols, a_width, b_width, n_tiles, k_range=(1, 12)):
-    """Random tiles with extreme operand values mixed in, random masks and offsets."""
+def mac_tiles(rng, rows, cols, a_width, b_width, n_tiles, k_range=(1, 12), high_shift=None):
+    """Random tiles with extreme operand values mixed in, random masks and offsets (and, with
+    ``high_shift``, random high steps)."""
     tiles = []
     for _ in range(n_tiles):
         K = int(rng.integers(k_range[0], k_range[1] + 1))
@@ -81,6 +90,8 @@ def mac_tiles(rng, rows, cols, a_width, b_width, n_tiles, k_range=(1, 12)):
                 mask=int(rng.integers(0, 3)),
                 row0=int(rng.integers(0, 3)) * rows,
                 col0=int(rng.integers(0, 3)) * cols,
+                high=None if high_shift is None else rng.integers(0, 2, size=K),
+                high_shift=high_shift or 0,
             )
         )
     return tiles, expected_rows(tiles)

@@ -31,6 +31,7 @@ def test_preset_facts():
         ("chunk_size", 2.0, "chunk_size must be an integer"),
         ("heads", True, "heads must be an integer"),
         ("array_rows", 33, r"array_rows must be an integer in \[1, 32\]"),
+        ("state_passes", 3, r"state_passes must be an integer in \[1, 2\]"),
         ("feature_map", "gelu", "feature_map must be one of silu, relu, elu1, identity"),
         ("qk_norm", "l1", "qk_norm must be one of"),
         ("beta_mode", "x", "beta_mode must be one of"),

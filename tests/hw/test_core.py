@@ -39,6 +39,7 @@ def needs(simulator):
         ({"gated": True}, "gated"),
         ({"array_rows": 8, "array_cols": 4}, "array_rows"),
         ({"array_rows": 3, "array_cols": 4}, "array_rows"),
+        ({"state_passes": 2, "fmt_state": load_config("ice40").fmt_state}, "state_passes"),
     ],
 )
 def test_core_refuses_configs_it_cannot_run(overrides, field):
@@ -173,6 +174,29 @@ def test_core_verilator_tiny(tmp_path):
         sequence(4, heads=2, seed=32, mode="recurrent", state="keep"),
     ]
     _check(run_core(cfg, seqs, simulator="verilator", build_dir=tmp_path, stall_p=0.25))
+
+
+@needs("verilator")
+def test_core_verilator_tiny_state_in_two_passes(tmp_path):
+    """state_passes = 2: every product with the state on one multiplier, low then high half."""
+    cfg = load_config("tiny").replace(state_passes=2)
+    seqs = [
+        sequence(37, heads=2, seed=81, state="load"),
+        sequence(3, heads=2, seed=82, mode="recurrent", state="keep"),
+    ]
+    _check(run_core(cfg, seqs, simulator="verilator", build_dir=tmp_path / "s", stall_p=0.25))
+    _check(run_core(cfg, seqs, simulator="verilator", build_dir=tmp_path / "u", stall_p=0.0))
+
+
+def test_two_pass_state_steps_in_the_cycle_model():
+    """Twice the steps for the products that read the state, the same for the others."""
+    one, two = load_config("small"), load_config("small").replace(state_passes=2)
+    by_name = {i.name: i for i in core_program(two, "chunk")}
+    assert [s.passes for s in by_name["Vn"].steps] == [2]  # U - W S
+    assert [s.passes for s in by_name["O"].steps] == [2, 1]  # Q S + (Q K^T) Vn
+    assert all(s.passes == 1 for n in ("A", "W", "U", "S") for s in by_name[n].steps)
+    a, b = predict_run(one, 64, 4, "chunk"), predict_run(two, 64, 4, "chunk")
+    assert a["cycles"] < b["cycles"] < 1.5 * a["cycles"]
 
 
 def test_cycle_model_counts_every_chunk():

@@ -70,6 +70,20 @@ def test_back_to_back_without_stalls_at_preset_widths(config, widths, parts):
     run_mac(dut, tiles, expected, 3, stall_p=0.0, label=config)
 
 
+@pytest.mark.parametrize("seed", [5, 6])
+def test_high_steps_of_two_pass_state_products(seed):
+    """state_passes = 2: a step marked high weighs 2**17 (the high half of a state word)."""
+    cfg = preset("tiny").replace(state_passes=2)
+    dut = MacArray.from_config(cfg)
+    assert (dut.b_width, dut.split_b, dut.high_shift) == (18, None, 17)
+    rng = np.random.default_rng(seed)
+    tiles, expected = mac_tiles(
+        rng, dut.rows, dut.cols, dut.a_width, dut.b_width, n_tiles=8, k_range=(1, 9), high_shift=17
+    )
+    assert any(t.high.any() for t in tiles) and not all(t.high.all() for t in tiles)
+    run_mac(dut, tiles, expected, seed, label="two-pass")
+
+
 def test_long_products_keep_the_array_busy():
     """Tiles of K >= min_tile_steps stream with no bubble: one beat (R x C MACs) per cycle."""
     from deltanet_hw.sim.bench_blocks import run_unstalled
