@@ -123,11 +123,6 @@ class MacArray(wiring.Component):
             raise ValueError(f"split_b must be in [1, b_width), not {split_b!r}")
         if high_shift is not None and (split_b is not None or high_shift < 1):
             raise ValueError(f"high_shift must be >= 1 and without split_b, not {high_shift!r}")
-        if high_shift is not None and acc_width < a_width + b_width + high_shift:
-            raise ValueError(
-                f"acc_width ({acc_width}) must hold one high product "
-                f"({a_width} + {b_width} + {high_shift} bits)"
-            )
         self.rows, self.cols, self.part_bits, self.split_b = rows, cols, part_bits, split_b
         self.high_shift = high_shift
         self.a_width, self.b_width, self.acc_width = a_width, b_width, acc_width

@@ -15,6 +15,7 @@ from amaranth.sim import Simulator
 from deltanet_hw.config import load_config
 from deltanet_hw.hw.core import CTRL_BITS, REGISTERS, DeltaNetCore
 from deltanet_hw.hw.microcode import check_core_config, core_program, tiles
+from deltanet_hw.qformat import QFormat
 from deltanet_hw.sim.amaranth_tb import stream_get, stream_put
 from deltanet_hw.sim.core_run import run_core, run_core_errors, sequence
 from deltanet_hw.sim.cycle_model import predict_run
@@ -40,6 +41,7 @@ def needs(simulator):
         ({"array_rows": 8, "array_cols": 4}, "array_rows"),
         ({"array_rows": 3, "array_cols": 4}, "array_rows"),
         ({"state_passes": 2, "fmt_state": load_config("ice40").fmt_state}, "state_passes"),
+        ({"state_passes": 2, "fmt_vnew": QFormat(3, 18)}, "state_passes"),  # a 22-bit B operand
     ],
 )
 def test_core_refuses_configs_it_cannot_run(overrides, field):
