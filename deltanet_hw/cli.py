@@ -296,6 +296,7 @@ def _cmd_synth(args) -> dict | str:
         args.board,
         build_dir,
         router=args.router,
+        placer=args.placer,
         breakdown=args.breakdown,
         place_only=args.no_route,
     )
@@ -346,6 +347,7 @@ def _cmd_report(args) -> dict | str:
 
 def build_parser() -> argparse.ArgumentParser:
     from .hw.fpga import BOARDS as FPGA_BOARDS
+    from .hw.fpga import PLACERS as FPGA_PLACERS
 
     parser = _Parser(
         prog="deltanet-hw",
@@ -514,6 +516,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("router1", "router2"),
         default=None,
         help="nextpnr router (default: nextpnr's)",
+    )
+    p_synth.add_argument(
+        "--placer",
+        choices=FPGA_PLACERS,
+        default=None,
+        help="nextpnr placer (default: nextpnr's, heap; static spreads a large core over the "
+        "whole die)",
     )
     p_synth.add_argument(
         "--no-route",

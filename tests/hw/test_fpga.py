@@ -3,6 +3,7 @@
 
 import importlib
 import shutil
+from pathlib import Path
 
 import pytest
 from amaranth.hdl import Fragment
@@ -58,6 +59,11 @@ def test_limits_fail_early():
         check_fits(4, 18, 40, "ulx3s-85f")
     with pytest.raises(ValueError, match="board must be one of"):
         check_fits(4, 16, 16, "de10")
+    dut = MacArray(1, 1, 4, 4, 12)
+    with pytest.raises(ValueError, match="placer must be one of heap, static, sa, not 'fast'"):
+        build(dut, "ulx3s-85f", Path("unused"), placer="fast")
+    with pytest.raises(ValueError, match="router must be router1 or router2"):
+        build(dut, "ulx3s-85f", Path("unused"), router="router3")
 
 
 @pytest.mark.parametrize("board", sorted(BOARDS))
