@@ -41,6 +41,7 @@ FEED_DEPTH = READ_LATENCY + 3
 
 __all__ = [
     "FEED_DEPTH",
+    "LOW_BITS",
     "MULT_WIDTH",
     "ArrayFeed",
     "MacArray",
@@ -51,9 +52,11 @@ __all__ = [
 ]
 
 PART_BITS = 14  # default longest carry chain of the accumulators
-# Wider B operands (the 32-bit state) are split into a low part of MULT_WIDTH - 1 bits and a high
-# part, one hard multiplier each (ECP5 MULT18X18D; iCE40 presets keep every operand at 16 bits)
+# Wider B operands (the 32-bit state) are split into a low part of LOW_BITS bits (non-negative, so
+# a signed MULT_WIDTH operand) and a high part: one hard multiplier each (ECP5 MULT18X18D; iCE40
+# presets keep every operand at 16 bits), or one multiplier in two steps (state_passes = 2)
 MULT_WIDTH = 18
+LOW_BITS = MULT_WIDTH - 1
 OFFSET_BITS = 10  # row0 / col0: position of a tile in its matrix (chunks <= 256 rows)
 
 
@@ -141,8 +144,8 @@ class MacArray(wiring.Component):
     def from_config(cls, cfg):
         """The array a :class:`~deltanet_hw.config.CoreConfig` describes."""
         a_width, b_width = operand_widths(cfg)
-        split = MULT_WIDTH - 1 if b_width > MULT_WIDTH else None
-        high = MULT_WIDTH - 1 if cfg.state_passes == 2 else None
+        split = LOW_BITS if b_width > MULT_WIDTH else None
+        high = LOW_BITS if cfg.state_passes == 2 else None
         return cls(
             cfg.array_rows,
             cfg.array_cols,
@@ -426,10 +429,9 @@ class ArrayFeed:
 
 
 def state_half(word, high):
-    """A two-pass state step's B operand (``state_passes = 2``): the low ``MULT_WIDTH - 1`` bits
-    of ``word`` as a non-negative number, or (``high``) the bits above them, signed."""
-    L = MULT_WIDTH - 1
-    return Mux(high, word[L:].as_signed(), Cat(word[:L], Const(0, 1)).as_signed())
+    """A two-pass state step's B operand (``state_passes = 2``): the low ``LOW_BITS`` bits of
+    ``word`` as a non-negative number, or (``high``) the bits above them, signed."""
+    return Mux(high, word[LOW_BITS:].as_signed(), Cat(word[:LOW_BITS], Const(0, 1)).as_signed())
 
 
 def mac_layouts(rows, cols, a_width, b_width, acc_width, high=False):

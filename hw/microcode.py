@@ -36,7 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..golden.program import Product, Scale, Solve, chunk_program
-from .mac_array import MULT_WIDTH, operand_widths
+from .mac_array import LOW_BITS, MULT_WIDTH, operand_widths
 
 __all__ = [
     "CHUNK_INPUTS",
@@ -136,16 +136,19 @@ def check_core_config(cfg) -> None:
         )
     if R > C:
         raise ValueError(f"array_rows ({R}) must be <= array_cols ({C}) for the core")
-    if cfg.state_passes == 2 and not MULT_WIDTH < cfg.fmt_state.width <= 2 * MULT_WIDTH - 1:
-        raise ValueError(
-            f"state_passes (2) must be 1 for a fmt_state of {cfg.fmt_state.width} bits: two "
-            f"passes split state words of {MULT_WIDTH + 1} to {2 * MULT_WIDTH - 1} bits"
-        )
-    if cfg.state_passes == 2 and operand_widths(cfg)[1] > MULT_WIDTH:
-        raise ValueError(
-            f"state_passes (2) must be 1 when a B operand other than the state is wider than "
-            f"{MULT_WIDTH} bits ({operand_widths(cfg)[1]}): the array has one multiplier each"
-        )
+    if cfg.state_passes == 2:
+        widest = LOW_BITS + MULT_WIDTH  # the high half fits one multiplier too
+        if not MULT_WIDTH < cfg.fmt_state.width <= widest:
+            raise ValueError(
+                f"state_passes (2) must be 1 for a fmt_state of {cfg.fmt_state.width} bits: two "
+                f"passes split state words of {MULT_WIDTH + 1} to {widest} bits"
+            )
+        b_width = operand_widths(cfg)[1]
+        if b_width > MULT_WIDTH:
+            raise ValueError(
+                f"state_passes (2) must be 1 when a B operand other than the state is wider than "
+                f"{MULT_WIDTH} bits ({b_width}): the array has one multiplier each"
+            )
     for field in ("d_k", "d_v", "chunk_size"):
         if getattr(cfg, field) % C:
             raise ValueError(

@@ -492,12 +492,10 @@ class Scheduler:
                     terms.append((s1b.partial[col].shift_left(partial[0]), partial[1]))
                 if add_shift is not None:
                     terms.append((add[col].shift_left(add_shift), 1))
-                total = None  # not sum(): its 0 start would add a bit
-                for term, sign in terms:
-                    if total is None:
-                        total = term if sign > 0 else -term
-                    else:
-                        total = total + term if sign > 0 else total - term
+                (first, first_sign), *rest = terms  # not sum(): its 0 start would add a bit
+                total = first if first_sign > 0 else -first
+                for term, sign in rest:
+                    total = total + term if sign > 0 else total - term
                 cols.append(total)
             exact.append((members, cols))
         # as wide as the widest group's sum: each operation's result width holds it exactly (a
