@@ -218,12 +218,13 @@ def _array_shape(text: str) -> str:
 
 
 def _cmd_sweep(args) -> dict | str:
-    from .sim.sweep import make_points, pareto, sweep
+    from .sim.sweep import make_points, sweep
 
     base = load_config(args.config, args.set)
     if args.fmax_mhz <= 0:
         raise CliError(f"deltanet-hw sweep: --fmax-mhz must be > 0, not {args.fmax_mhz}")
-    points = make_points(args.array, args.chunk, args.dim, args.data_bits)
+    passes = args.state_passes or [base.state_passes]
+    points = make_points(args.array, args.chunk, args.dim, args.data_bits, passes)
     records = sweep(
         base,
         points,
@@ -239,7 +240,9 @@ def _cmd_sweep(args) -> dict | str:
         command="deltanet-hw " + " ".join(args.argv),
     )
     failed = [r for r in records if "error" in r]
-    front = pareto(records)
+    front = sorted(
+        (r for r in records if r.get("pareto")), key=lambda r: (r["d"], r["hard_multipliers"])
+    )
     result = {
         "points": len(records),
         "failed": len(failed),
@@ -251,7 +254,9 @@ def _cmd_sweep(args) -> dict | str:
                     "chunk_size",
                     "d",
                     "data_bits",
+                    "state_passes",
                     "multipliers",
+                    "hard_multipliers",
                     "tokens_per_s",
                     "utilization",
                 )
@@ -264,12 +269,12 @@ def _cmd_sweep(args) -> dict | str:
         return result
     lines = [
         f"{len(records)} points ({len(failed)} failed) -> {args.output}/sweep.json, "
-        "sweep.csv, pareto.png",
-        "Pareto front (multipliers, tokens/s):",
+        "sweep.csv, pareto.png, README.md",
+        "Pareto front per head dimension (18x18 hard multipliers, tokens/s):",
     ]
     lines += [
-        f"  {p['array']} C={p['chunk_size']} d={p['d']} b={p['data_bits']}: "
-        f"{p['multipliers']} mults, {p['tokens_per_s']:.4g} tokens/s"
+        f"  {p['array']} C={p['chunk_size']} d={p['d']} b={p['data_bits']} "
+        f"p={p['state_passes']}: {p['hard_multipliers']} mults, {p['tokens_per_s']:.4g} tokens/s"
         for p in result["pareto"]
     ]
     return "\n".join(lines)
@@ -441,12 +446,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_sweep = sub.add_parser(
         "sweep",
         help="sweep array sizes, chunk sizes, head dims and widths (cycle model, Dask)",
-        description="Evaluate every combination of --array, --chunk, --dim (d_k = d_v) and "
-        "--data-bits on top of a base config: the cycle model predicts each run (fast); with "
-        "--rtl each point is also simulated in RTL against the fixed-point model. Points run in "
-        "parallel on Dask (a local cluster of --workers processes, or --scheduler ADDRESS). A "
-        "failing point is recorded with its error. Writes sweep.json, sweep.csv and pareto.png "
-        "(tokens/s at --fmax-mhz against multipliers) to --output.",
+        description="Evaluate every combination of --array, --chunk, --dim (d_k = d_v), "
+        "--data-bits and --state-passes on top of a base config: the cycle model predicts "
+        "each run (fast); with --rtl each point is also simulated in RTL against the "
+        "fixed-point model. Points run in parallel on Dask (a local cluster of --workers "
+        "processes, or --scheduler ADDRESS). A failing point is recorded with its error. "
+        "Writes sweep.json, sweep.csv, pareto.png (tokens/s at --fmax-mhz against the 18x18 "
+        "hard multipliers of the MAC array and the solver row, a Pareto front per head "
+        "dimension) and README.md to --output.",
     )
     _add_config_args(p_sweep)
     p_sweep.add_argument(
@@ -466,6 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_sweep.add_argument(
         "--data-bits", type=_csv(int), default=[16, 18], help="data word widths (default 16,18)"
+    )
+    p_sweep.add_argument(
+        "--state-passes",
+        type=_csv(int),
+        default=None,
+        help="state_passes values, e.g. 1,2 (default: the config's)",
     )
     p_sweep.add_argument("--tokens", type=_positive, default=256, help="sequence length (256)")
     p_sweep.add_argument("--heads", type=_positive, default=None, help="heads (the config's)")

@@ -48,6 +48,7 @@ __all__ = [
     "Mask",
     "mac_layouts",
     "operand_widths",
+    "product_multipliers",
     "state_half",
 ]
 
@@ -455,6 +456,18 @@ def mac_layouts(rows, cols, a_width, b_width, acc_width, high=False):
         }
     )
     return a, b, c
+
+
+def product_multipliers(a_width: int, b_width: int) -> int:
+    """Signed ``MULT_WIDTH`` x ``MULT_WIDTH`` hard multipliers (ECP5 MULT18X18D) one signed
+    ``a_width`` x ``b_width`` product takes: an operand wider than ``MULT_WIDTH`` splits into
+    non-negative low parts of ``LOW_BITS`` bits and a signed top part, as the array splits the
+    state, and the product takes one multiplier per pair of parts."""
+
+    def parts(width):
+        return 1 + max(0, -(-(width - MULT_WIDTH) // LOW_BITS))
+
+    return parts(a_width) * parts(b_width)
 
 
 def operand_widths(cfg) -> tuple[int, int]:

@@ -38,15 +38,33 @@ from .chunk_buffer import (
     rotation_shape,
 )
 from .fixed import bound, round_bounds
-from .mac_array import FEED_DEPTH, ArrayFeed, MacArray, Mask, state_half
+from .mac_array import (
+    FEED_DEPTH,
+    ArrayFeed,
+    MacArray,
+    Mask,
+    operand_widths,
+    product_multipliers,
+    state_half,
+)
 from .microcode import CHUNK_INPUTS, core_program, dim_value
 from .solver import Solver
 
-__all__ = ["EPILOGUE_STAGES", "PortMux", "Scheduler"]
+__all__ = ["EPILOGUE_STAGES", "PortMux", "Scheduler", "hard_multipliers"]
 
 CTX_FIFO_DEPTH = 16
 EPILOGUE_STAGES = 5 + READ_LATENCY  # drained row -> written (the cycle model reads it)
 MASKS = {"full": Mask.FULL, "lower": Mask.LOWER, "strict_lower": Mask.STRICT_LOWER}
+
+
+def hard_multipliers(cfg) -> int:
+    """18 x 18 hard multipliers (ECP5 MULT18X18D) of the MAC array and the solver row of
+    ``cfg``: two per processing element when the state is wider than one multiplier and enters
+    at once (``state_passes = 1``), one otherwise. BetaPhi's few are not counted."""
+    solve = next(i for i in core_program(cfg, "chunk") if i.solve)
+    array = cfg.array_rows * product_multipliers(*operand_widths(cfg))
+    row = product_multipliers(*Solver.operand_widths(cfg, solve))
+    return cfg.array_cols * (array + row)
 
 
 class PortMux:

@@ -38,9 +38,8 @@ class Solver:
     def __init__(self, cfg, ins, buffers, reads, writes):
         self.cfg, self.ins = cfg, ins
         self.buffers, self.reads, self.writes = buffers, reads, writes
-        src = getattr(cfg, BUFFER_FORMATS[ins.steps[0].a.buf])
         self.array = MacArray(
-            1, cfg.array_cols, src.width, cfg.fmt_t.width, cfg.acc_bits, cfg.acc_part_bits
+            1, cfg.array_cols, *self.operand_widths(cfg, ins), cfg.acc_bits, cfg.acc_part_bits
         )
         H, C = cfg.heads, cfg.chunk_size
         self.start = Signal()
@@ -51,6 +50,11 @@ class Solver:
         self.saturated = Signal()
         self.clear = Signal()
         self.busy_cycles = Signal(32)
+
+    @staticmethod
+    def operand_widths(cfg, ins) -> tuple[int, int]:
+        """The widths of the A and B operands of the solve instruction ``ins``."""
+        return getattr(cfg, BUFFER_FORMATS[ins.steps[0].a.buf]).width, cfg.fmt_t.width
 
     def elaborate(self, m):
         cfg, ins = self.cfg, self.ins

@@ -94,6 +94,11 @@ def _pages(root: Path):
 
         summary(root / "core")
         _log("core/README.md, core/cycles_by_op.png")
+    if (root / "sweep/sweep.json").exists():
+        from .sweep import write_pages
+
+        write_pages(root / "sweep")
+        _log("sweep/README.md, sweep/pareto.png, sweep/sweep.csv")
 
 
 def _plot_figures(runs, path, command, tools):

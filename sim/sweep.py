@@ -1,19 +1,20 @@
 """Design-space sweeps on Dask: the cycle model for every point, RTL simulation on request.
 
-A point is a config: the base preset with an array shape, a chunk size, a head dimension
-(d_k = d_v) and a data width (``default_formats(data_bits, io_bits, state_bits)``, the
-accumulator sized to the exact sums it needs). For each point the cycle model predicts a run
-(fast); with ``rtl`` the core's RTL is simulated on the same run and compared with the
-fixed-point model; with ``fpga`` (a board) the core is built for it (``hw.fpga.try_build``):
-resources, post-route Fmax and tokens/s at that Fmax, or the build's error (a point that does not
-fit keeps its cycle-model figures and the resources nextpnr counted). Points run in parallel on
-``dask.distributed``: a local cluster by default, or an existing scheduler by address. A point
-that fails (an invalid config, a simulation mismatch) is recorded with its error; the sweep goes
-on.
+A point is a config: the base preset with an array shape, a chunk size, a head dimension (d_k =
+d_v), a data width (``default_formats(data_bits, io_bits, state_bits)``, the accumulator sized to
+the exact sums it needs) and ``state_passes``. For each point the cycle model predicts a run
+(fast); with ``rtl`` the core's RTL is simulated on the same run and compared with the fixed-point
+model; with ``fpga`` (a board) the core is built for it (``hw.fpga.try_build``): resources, post-
+route Fmax and tokens/s at that Fmax, or the build's error (a point that does not fit keeps its
+cycle-model figures and the resources nextpnr counted). Points run in parallel on
+``dask.distributed``: a local cluster by default, or an existing scheduler by address. A point that
+fails (an invalid config, a simulation mismatch) is recorded with its error; the sweep goes on.
 
 Outputs: ``sweep.json`` and ``sweep.csv`` (one row per point) and ``pareto.png``: tokens per
-second (at ``fmax_mhz``) against the multipliers of the point, the Pareto front marked, and
-with ``fpga`` a second panel against the LUTs (logic cells on iCE40) of the builds.
+second (at ``fmax_mhz``) against the hard multipliers of the point (18 x 18, the array's and the
+solver row's: ``hw.scheduler.hard_multipliers``; ``multipliers`` records the products, R x C +
+C), one Pareto front per head dimension (points of different d do different work), and with
+``fpga`` a second panel against the LUTs (logic cells on iCE40) of the builds.
 """
 
 from __future__ import annotations
@@ -30,15 +31,17 @@ from pathlib import Path
 from ..provenance import source_commit, versions
 from .plots import footer
 
-__all__ = ["make_points", "pareto", "run_point", "sweep"]
+__all__ = ["fronts_by_dim", "make_points", "pareto", "run_point", "sweep", "write_pages"]
 
 FIELDS = (
     "array",
     "chunk_size",
     "d",
     "data_bits",
+    "state_passes",
     "error",
     "multipliers",
+    "hard_multipliers",
     "predicted_cycles",
     "utilization",
     "efficiency",
@@ -57,11 +60,11 @@ FIELDS = (
 )
 
 
-def make_points(arrays, chunks, dims, data_bits) -> list[dict]:
+def make_points(arrays, chunks, dims, data_bits, state_passes=(1,)) -> list[dict]:
     """Every combination, as plain dicts (what travels to the Dask workers)."""
     return [
-        {"array": a, "chunk_size": c, "d": d, "data_bits": b}
-        for a, c, d, b in itertools.product(arrays, chunks, dims, data_bits)
+        {"array": a, "chunk_size": c, "d": d, "data_bits": b, "state_passes": p}
+        for a, c, d, b, p in itertools.product(arrays, chunks, dims, data_bits, state_passes)
     ]
 
 
@@ -75,13 +78,14 @@ def point_config(base, point):
     cfg = replace(
         base,
         name=f"{base.name}-{point['array']}-C{point['chunk_size']}-d{point['d']}"
-        f"-b{point['data_bits']}",
+        f"-b{point['data_bits']}-p{point['state_passes']}",
         array_rows=rows,
         array_cols=cols,
         chunk_size=point["chunk_size"],
         d_k=point["d"],
         d_v=point["d"],
         acc_bits=62,
+        state_passes=point["state_passes"],
         **fmts,
     )
     need = max(
@@ -105,6 +109,7 @@ def run_point(
     """Evaluate one point (runs on a Dask worker); errors are returned, not raised."""
     from ..config import CoreConfig
     from ..hw.microcode import check_core_config
+    from ..hw.scheduler import hard_multipliers
     from .cycle_model import figures, predict_run
 
     t0 = time.perf_counter()
@@ -121,6 +126,7 @@ def run_point(
             tokens_per_cycle=fig["tokens_per_cycle"],
             tokens_per_s=fig["tokens_per_cycle"] * fmax_mhz * 1e6,
             multipliers=fig["multipliers"] + cfg.array_cols,  # the array and the solver row
+            hard_multipliers=hard_multipliers(cfg),
         )
         if rtl:
             from .core_run import run_core, sequence
@@ -164,7 +170,7 @@ def _build_point(cfg, board: str, build_root: Path, tokens_per_cycle: float) -> 
     return out
 
 
-def pareto(records, x="multipliers", y="tokens_per_s") -> list[dict]:
+def pareto(records, x="hard_multipliers", y="tokens_per_s") -> list[dict]:
     """Points no other point beats on both fewer ``x`` and more ``y``."""
     ok = sorted((r for r in records if "error" not in r), key=lambda r: (r[x], -r[y]))
     front, best = [], -1.0
@@ -229,16 +235,19 @@ def sweep(
             state = rec.get("error") or f"{rec['predicted_cycles']} cycles"
             log(
                 f"[sweep] {n}/{len(points)} {rec['array']} C={rec['chunk_size']} d={rec['d']} "
-                f"b={rec['data_bits']}: {state}"
+                f"b={rec['data_bits']} p={rec['state_passes']}: {state}"
             )
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
-    records.sort(key=lambda r: (r["array"], r["chunk_size"], r["d"], r["data_bits"]))
-    front = pareto(records)
-    for r in records:
-        r["pareto"] = any(r is f for f in front)
+    records.sort(
+        key=lambda r: (r["array"], r["chunk_size"], r["d"], r["data_bits"], r["state_passes"])
+    )
+    for d, front in fronts_by_dim(records).items():
+        for r in records:
+            if r["d"] == d:
+                r["pareto"] = any(r is f for f in front)
     meta = {
         "base": base.name,
         "tokens": tokens,
@@ -253,15 +262,81 @@ def sweep(
         "points": records,
     }
     (out / "sweep.json").write_text(json.dumps(meta, indent=1) + "\n")
+    write_pages(out)
+    return records
+
+
+def fronts_by_dim(records) -> dict[int, list[dict]]:
+    """The Pareto front of each head dimension (points of different d do different work)."""
+    return {
+        d: pareto([r for r in records if r["d"] == d]) for d in sorted({r["d"] for r in records})
+    }
+
+
+def write_pages(out: Path) -> None:
+    """``sweep.csv``, ``pareto.png`` and ``README.md`` from ``out/sweep.json`` alone."""
+    meta = json.loads((out / "sweep.json").read_text())
+    records = meta["points"]
     with open(out / "sweep.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=[*FIELDS, "pareto"], extrasaction="ignore")
         w.writeheader()
         w.writerows(records)
-    _plot(records, front, out / "pareto.png", meta)
-    return records
+    _plot(records, fronts_by_dim(records), out / "pareto.png", meta)
+    (out / "README.md").write_text(_markdown(meta))
 
 
-def _plot(records, front, path, meta):
+def _markdown(meta) -> str:
+    records = meta["points"]
+    failed = [r for r in records if "error" in r]
+    tools = ", ".join(f"{k} {v}" for k, v in meta["tools"].items() if v)
+    built = meta.get("fpga")
+    lines = [
+        "# Design-space sweep",
+        "",
+        f"`{meta['command']}` (source {meta['source_commit']}; {tools}). Base config "
+        f"`{meta['base']}`, {meta['mode']} mode, T = {meta['tokens']}, {meta['heads']} heads; "
+        f"tokens/s at {meta['fmax_mhz']:g} MHz from the cycle model"
+        + (f"; RTL simulated on {meta['rtl']}" if meta.get("rtl") else "")
+        + (f"; every point built for {built}" if built else "")
+        + f". {len(records)} points, {len(failed)} failed. Every point: `sweep.csv`.",
+        "",
+        "![Pareto plot](pareto.png)",
+        "",
+        "Hard multipliers: the 18 x 18 multipliers of the MAC array and the solver row (two per "
+        "processing element for a state wider than 18 bits in one pass, one with "
+        "`state_passes = 2`); products: R x C + C.",
+        "",
+        "## Pareto front per head dimension",
+        "",
+        "| d | array | chunk | data bits | state passes | hard multipliers | products | cycles "
+        "| utilization | tokens/s |" + (" LUTs | Fmax MHz | tokens/s at Fmax |" if built else ""),
+        "|---" * (13 if built else 10) + "|",
+    ]
+    for d, front in fronts_by_dim(records).items():
+        for r in front:
+            row = (
+                f"| {d} | {r['array']} | {r['chunk_size']} | {r['data_bits']} | "
+                f"{r['state_passes']} | {r['hard_multipliers']} | {r['multipliers']} | "
+                f"{r['predicted_cycles']} | {r['utilization']:.1%} | {r['tokens_per_s']:.4g} |"
+            )
+            if built:
+                at_fmax = r.get("tokens_per_s_at_fmax")
+                row += (
+                    f" {r.get('luts', '')} | {r.get('fmax_mhz') or 'not routed'} | "
+                    f"{f'{at_fmax:.4g}' if at_fmax else ''} |"
+                )
+            lines.append(row)
+    if failed:
+        lines += ["", "## Failed points", ""]
+        lines += [
+            f"- {r['array']} C={r['chunk_size']} d={r['d']} b={r['data_bits']} "
+            f"p={r['state_passes']}: {r['error']}"
+            for r in failed
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(records, fronts, path, meta):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -271,23 +346,36 @@ def _plot(records, front, path, meta):
     built = [r for r in ok if r.get("luts")]
     fig, axes = plt.subplots(1, 2 if built else 1, figsize=(11 if built else 7, 4.5), squeeze=False)
     ax = axes[0][0]
-    if ok:
-        ax.scatter(
-            [r["multipliers"] for r in ok], [r["tokens_per_s"] for r in ok], s=18, label="points"
-        )
+    markers = {1: "o", 2: "^"}
+    for n, (d, front) in enumerate(fronts.items()):
+        color = f"C{n}"
+        for passes, marker in markers.items():
+            pts = [r for r in ok if r["d"] == d and r["state_passes"] == passes]
+            if pts:
+                ax.scatter(
+                    [r["hard_multipliers"] for r in pts],
+                    [r["tokens_per_s"] for r in pts],
+                    s=18,
+                    marker=marker,
+                    color=color,
+                    alpha=0.5,
+                    label=f"d={d}, state_passes={passes}",
+                )
         ax.plot(
-            [r["multipliers"] for r in front],
+            [r["hard_multipliers"] for r in front],
             [r["tokens_per_s"] for r in front],
-            "r.-",
-            label="Pareto front",
+            ".-",
+            color=color,
+            label=f"d={d}: Pareto front",
         )
-    ax.set_xlabel("multipliers (array R x C + solver C)")
+    ax.set_xlabel("18 x 18 hard multipliers (MAC array + solver row)")
     ax.set_ylabel(f"tokens/s at {meta['fmax_mhz']:g} MHz (cycle model)")
     ax.set_title(
         f"Sweep of {meta['base']}: {meta['mode']}, T={meta['tokens']}, {meta['heads']} heads"
     )
     ax.set_xscale("log", base=2)
-    ax.legend()
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
     if built:  # the FPGA builds: LUTs, and tokens/s at each build's own Fmax where it routed
         ax = axes[0][1]
         ax.scatter(
@@ -303,13 +391,15 @@ def _plot(records, front, path, meta):
             marker="x",
             label="at the build's Fmax",
         )
-        lut_front = pareto(built, x="luts")
-        ax.plot(
-            [r["luts"] for r in lut_front],
-            [r["tokens_per_s"] for r in lut_front],
-            "r.-",
-            label="Pareto front",
-        )
+        for n, d in enumerate(fronts):
+            lut_front = pareto([r for r in built if r["d"] == d], x="luts")
+            ax.plot(
+                [r["luts"] for r in lut_front],
+                [r["tokens_per_s"] for r in lut_front],
+                ".-",
+                color=f"C{n}",
+                label=f"d={d}: Pareto front",
+            )
         ax.set_xlabel(f"LUTs on {meta['fpga']} (nextpnr; failed builds: their count at failure)")
         ax.set_ylabel("tokens/s")
         ax.set_title("Against LUTs (FPGA builds)")

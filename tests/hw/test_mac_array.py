@@ -6,7 +6,8 @@ import pytest
 from amaranth.sim import Simulator
 
 from deltanet_hw.config import preset
-from deltanet_hw.hw.mac_array import MacArray, operand_widths
+from deltanet_hw.hw.mac_array import MacArray, operand_widths, product_multipliers
+from deltanet_hw.hw.scheduler import hard_multipliers
 from deltanet_hw.sim.amaranth_tb import stream_get, stream_put
 from deltanet_hw.sim.vectors import mac_tiles
 
@@ -103,6 +104,18 @@ def test_bad_parameters():
         MacArray(0, 2, 8, 8, 24)
     with pytest.raises(ValueError, match=r"acc_width \(10\) must hold one product"):
         MacArray(2, 2, 8, 8, 10)
+
+
+def test_hard_multiplier_counts():
+    """18 x 18 multipliers per product, and per core (the array and the solver row): of the
+    ecp5 build's 152 MULT18X18D these are 136 (BetaPhi and the core have 16); its two-pass
+    build has 88, 72 of them here."""
+    assert [product_multipliers(18, b) for b in (2, 18, 19, 32, 35, 36)] == [1, 1, 2, 2, 2, 3]
+    assert product_multipliers(36, 36) == 9
+    ecp5 = preset("ecp5")
+    assert hard_multipliers(ecp5) == 8 * 8 * 2 + 8
+    assert hard_multipliers(ecp5.replace(state_passes=2)) == 8 * 8 + 8
+    assert hard_multipliers(preset("ice40")) == 2 * 4 + 4
 
 
 def test_accumulator_carries_across_every_part():
