@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import math
 import os
 import re
 import subprocess
@@ -21,6 +20,7 @@ from amaranth import *
 from amaranth.lib import io, wiring
 
 from ..provenance import source_commit, versions
+from .mac_array import product_multipliers
 
 __all__ = [
     "BOARDS",
@@ -89,8 +89,7 @@ def _board(board: str):
 
 def dsps_per_product(a_width: int, b_width: int, board: str) -> int:
     """Hard multipliers one a_width x b_width signed product takes on ``board``."""
-    width = _board(board)[5]
-    return math.ceil(a_width / width) * math.ceil(b_width / width)
+    return product_multipliers(a_width, b_width, _board(board)[5])
 
 
 def check_fits(multipliers: int, a_width: int, b_width: int, board: str) -> int:

@@ -458,14 +458,15 @@ def mac_layouts(rows, cols, a_width, b_width, acc_width, high=False):
     return a, b, c
 
 
-def product_multipliers(a_width: int, b_width: int) -> int:
-    """Signed ``MULT_WIDTH`` x ``MULT_WIDTH`` hard multipliers (ECP5 MULT18X18D) one signed
-    ``a_width`` x ``b_width`` product takes: an operand wider than ``MULT_WIDTH`` splits into
-    non-negative low parts of ``LOW_BITS`` bits and a signed top part, as the array splits the
-    state, and the product takes one multiplier per pair of parts."""
+def product_multipliers(a_width: int, b_width: int, mult_width: int = MULT_WIDTH) -> int:
+    """Signed ``mult_width`` x ``mult_width`` hard multipliers (ECP5 MULT18X18D: 18; iCE40
+    SB_MAC16: 16) one signed ``a_width`` x ``b_width`` product takes: an operand wider than one
+    multiplier splits into non-negative low parts of ``mult_width - 1`` bits and a signed top
+    part, as the array splits the state, and the product takes one multiplier per pair of
+    parts."""
 
     def parts(width):
-        return 1 + max(0, -(-(width - MULT_WIDTH) // LOW_BITS))
+        return 1 + max(0, -(-(width - mult_width) // (mult_width - 1)))
 
     return parts(a_width) * parts(b_width)
 
