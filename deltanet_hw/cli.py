@@ -304,6 +304,7 @@ def _cmd_synth(args) -> dict | str:
         placer=args.placer,
         breakdown=args.breakdown,
         place_only=args.no_route,
+        progress=lambda msg: print(f"deltanet-hw synth: {msg}", file=sys.stderr, flush=True),
     )
     probe = PROBE_FMAX_MHZ[args.board]
     rec.update(

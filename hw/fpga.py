@@ -13,7 +13,9 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from amaranth import *
@@ -32,6 +34,7 @@ __all__ = [
     "check_fits",
     "dsps_per_product",
     "placed_fmax",
+    "progress_messages",
     "try_build",
     "try_build_core",
 ]
@@ -162,6 +165,7 @@ def build(
     router: str | None = None,
     placer: str | None = None,
     place_only: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Synthesise, place and route ``block`` (inside a :class:`Probe`) for ``board``.
 
@@ -173,7 +177,8 @@ def build(
     ``place_only`` stops nextpnr after placement (``--no-route``): the record proves the design fits
     and places, ``fmax_mhz`` is None, and ``fmax_placed_mhz`` is nextpnr's pre-route estimate, read
     from its log ``top.tim`` (nextpnr 0.11.1 writes no Fmax into its report without routing); no
-    bitstream is kept.
+    bitstream is kept. ``progress`` is called with a line for each step of the tools as their
+    logs show it (:func:`progress_messages`), while they run.
     """
     module, cls, family, dsp_cell, _, _ = _board(board)
     for var, tool in _TOOLS.items():
@@ -196,7 +201,10 @@ def build(
         + (f" --placer {placer}" if placer else "")
         + (" --no-route" if place_only else ""),
     }
-    platform.build(Probe(block), name="top", build_dir=str(build_dir), do_program=False, **kwargs)
+    with _watch_logs(build_dir / "top.tim", progress, t0):
+        platform.build(
+            Probe(block), name="top", build_dir=str(build_dir), do_program=False, **kwargs
+        )
     seconds = time.perf_counter() - t0
     stat = json.loads((build_dir / "top.stat.json").read_text())
     report = json.loads((build_dir / "top.report.json").read_text())
@@ -233,6 +241,99 @@ def build(
         "tools": _tool_versions(),
         "source_commit": commit,
     }
+
+
+# nextpnr's log lines that start a step of the build (packing, placing, routing), and its
+# routers' progress lines: router2's one per iteration, router1's every thousand arcs
+_STEPS = (
+    ("Info: Packing", "packing"),
+    ("Info: Running main analytical placer", "placing (HeAP)"),
+    ("Info: Running Static placer", "placing (static)"),
+    ("Info: Running simulated annealing placer", "refining the placement (annealing)"),
+    ("Info: Routing globals", "routing the clocks"),
+    ("Info: Routing..", "routing (router1)"),
+    ("Info: Running router2", "routing (router2)"),
+    ("Info: Routing complete", "routed"),
+    ("ERROR:", None),  # the line itself
+)
+_ROUTER2_ITER = re.compile(r"iter=(\d+) wires=(\d+) overused=(\d+) overuse=(\d+)")
+_ROUTER1_ROW = re.compile(r"^Info:\s+(\d+) \|.*\|\s*(\d+)\|\s*[0-9.]+\s+([0-9.]+)\|$")
+
+
+def progress_messages(lines, router1_every: float = 60.0, state: dict | None = None) -> list[str]:
+    """What the nextpnr log ``lines`` say the build is doing: a message per step (packing,
+    placing, routing, an error), per router2 iteration (its overused wires) and, at most once
+    per ``router1_every`` seconds of routing, router1's arcs left. ``state`` carries what was
+    said across calls on successive parts of one log."""
+    state = {} if state is None else state
+    out = []
+    for line in lines:
+        line = line.rstrip()
+        for start, step in _STEPS:
+            if line.startswith(start):
+                msg = f"nextpnr: {step}" if step else f"nextpnr: {line}"
+                if msg != state.get("step"):
+                    out.append(msg)
+                    state["step"] = msg
+                break
+        if match := _ROUTER2_ITER.search(line):
+            out.append(
+                f"nextpnr: router2 iteration {match[1]}: {int(match[3]):,} overused wires "
+                f"(overuse {int(match[4]):,})"
+            )
+        elif match := _ROUTER1_ROW.match(line):
+            seconds = float(match[3])
+            if seconds >= state.get("router1_next", 0.0):
+                out.append(f"nextpnr: router1 {int(match[2]):,} arcs left after {seconds:.0f} s")
+                state["router1_next"] = seconds + router1_every
+    return out
+
+
+class _watch_logs:
+    """While the build runs, read its nextpnr log as it grows and pass :func:`progress_messages`
+    (prefixed with the minutes since ``t0``) to ``progress``; nothing without ``progress``."""
+
+    def __init__(self, log: Path, progress, t0: float, every: float = 5.0):
+        self.log, self.progress, self.t0, self.every = log, progress, t0, every
+        self.done = threading.Event()
+        self.offset, self.state, self.rest = 0, {}, ""
+
+    def __enter__(self):
+        if self.progress:
+            self.log.unlink(missing_ok=True)  # a previous build's log is not this one's
+            self._say(["yosys: synthesis"])
+            self.thread = threading.Thread(target=self._run, daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress:
+            self.done.set()
+            self.thread.join()
+            self._poll()  # what the log gained since the last poll
+
+    def _say(self, messages):
+        minutes = (time.perf_counter() - self.t0) / 60
+        for msg in messages:
+            self.progress(f"[{minutes:5.1f} min] {msg}")
+
+    def _run(self):
+        while not self.done.wait(self.every):
+            self._poll()
+
+    def _poll(self):
+        if not self.log.exists():
+            return
+        with open(self.log, errors="replace") as f:
+            f.seek(self.offset)
+            text = f.read()
+            self.offset = f.tell()
+        if "nextpnr" not in self.state:  # nextpnr's log appears once yosys is done
+            self.state["nextpnr"] = True
+            self._say(["yosys: done; nextpnr: starting"])
+        lines = (self.rest + text).split("\n")
+        self.rest = lines.pop()  # a line still being written
+        self._say(progress_messages(lines, state=self.state))
 
 
 _FMAX_LINE = re.compile(
@@ -347,6 +448,8 @@ def try_build(
     build_dir = Path(build_dir)
     rec = _try_build(block, board, build_dir, **kwargs)
     if breakdown and (build_dir / "top.il").exists():
+        if kwargs.get("progress"):
+            kwargs["progress"]("yosys: resources per block (a second synthesis, not flattened)")
         try:
             rec["breakdown"] = block_breakdown(build_dir, board)
         except subprocess.CalledProcessError as exc:  # the build's own record stands

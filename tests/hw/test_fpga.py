@@ -17,6 +17,7 @@ from deltanet_hw.hw.fpga import (
     check_fits,
     dsps_per_product,
     placed_fmax,
+    progress_messages,
 )
 from deltanet_hw.hw.mac_array import MacArray
 
@@ -27,7 +28,11 @@ def check_build(config, board, tmp_path, router=None):
     cfg = preset(config)
     dut = MacArray.from_config(cfg)
     expected = check_fits(dut.rows * dut.cols, dut.a_width, dut.b_width, board)
-    r = build(dut, board, tmp_path, expected_dsps=expected, router=router)
+    said = []
+    r = build(dut, board, tmp_path, expected_dsps=expected, router=router, progress=said.append)
+    steps = [m.split("] ", 1)[1] for m in said]  # after the minutes
+    assert steps[:2] == ["yosys: synthesis", "yosys: done; nextpnr: starting"], said
+    assert "nextpnr: packing" in steps and "nextpnr: routed" in steps, said
     assert r["dsp_cells"] == expected, f"{r['dsp_cells']} DSP cells, {expected} multipliers"
     assert r["resources"]["dsp"]["used"] == expected
     assert r["fmax_mhz"] > 0 and r["bitstream"]
@@ -48,6 +53,35 @@ def test_mac_array_ice40_icebreaker(tmp_path):
 def test_mac_array_small_ulx3s(tmp_path):
     r = check_build("small", "ulx3s-85f", tmp_path, router="router2")  # router1 takes too long
     assert r["resources"]["dsp"]["used"] == 128  # 64 products of 18 x 32 bits, two MULT18X18D each
+
+
+def test_progress_from_the_nextpnr_log():
+    log = [
+        "Info: Packing IOs..",
+        "Info: Packing constants..",
+        "Info: Running Static placer...",
+        "Info: Running router2...",
+        "Info:     iter=1 wires=412345 overused=69612 overuse=80123 archfail=NA",
+        "Info:     iter=2 wires=401234 overused=51822 overuse=60000 archfail=NA",
+        "Info: Routing..",
+        "Info:       1000 |      195        804 |  195   804 |    121752|       4.90       4.90|",
+        "Info:       2000 |      405       1594 |  210   790 |    120992|       1.58       6.48|",
+        "Info:       9000 |      405       1594 |  210   790 |    100000|      30.00      70.00|",
+        "ERROR: Failed to route",
+    ]
+    state = {}
+    said = progress_messages(log[:4], state=state) + progress_messages(log[4:], state=state)
+    assert said == [
+        "nextpnr: packing",
+        "nextpnr: placing (static)",
+        "nextpnr: routing (router2)",
+        "nextpnr: router2 iteration 1: 69,612 overused wires (overuse 80,123)",
+        "nextpnr: router2 iteration 2: 51,822 overused wires (overuse 60,000)",
+        "nextpnr: routing (router1)",
+        "nextpnr: router1 121,752 arcs left after 5 s",
+        "nextpnr: router1 100,000 arcs left after 70 s",  # at most one a minute
+        "nextpnr: ERROR: Failed to route",
+    ]
 
 
 def test_limits_fail_early():
