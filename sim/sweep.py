@@ -244,10 +244,9 @@ def sweep(
     records.sort(
         key=lambda r: (r["array"], r["chunk_size"], r["d"], r["data_bits"], r["state_passes"])
     )
-    for d, front in fronts_by_dim(records).items():
-        for r in records:
-            if r["d"] == d:
-                r["pareto"] = any(r is f for f in front)
+    on_front = {id(r) for front in fronts_by_dim(records).values() for r in front}
+    for r in records:
+        r["pareto"] = id(r) in on_front
     meta = {
         "base": base.name,
         "tokens": tokens,
