@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 
@@ -47,6 +48,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, not {text!r}")
     return value
 
 
@@ -221,8 +232,6 @@ def _cmd_sweep(args) -> dict | str:
     from .sim.sweep import make_points, sweep
 
     base = load_config(args.config, args.set)
-    if args.fmax_mhz <= 0:
-        raise CliError(f"deltanet-hw sweep: --fmax-mhz must be > 0, not {args.fmax_mhz}")
     passes = args.state_passes or [base.state_passes]
     points = make_points(args.array, args.chunk, args.dim, args.data_bits, passes)
     records = sweep(
@@ -234,6 +243,7 @@ def _cmd_sweep(args) -> dict | str:
         fmax_mhz=args.fmax_mhz,
         rtl=args.rtl,
         fpga=args.fpga,
+        time_limit=args.time_limit,
         scheduler=args.scheduler,
         workers=args.workers,
         output=args.output,
@@ -304,6 +314,7 @@ def _cmd_synth(args) -> dict | str:
         placer=args.placer,
         breakdown=args.breakdown,
         place_only=args.no_route,
+        time_limit=args.time_limit,
         progress=lambda msg: print(f"deltanet-hw synth: {msg}", file=sys.stderr, flush=True),
     )
     probe = PROBE_FMAX_MHZ[args.board]
@@ -485,7 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_sweep.add_argument("--heads", type=_positive, default=None, help="heads (the config's)")
     p_sweep.add_argument("--mode", choices=("chunk", "recurrent"), default="chunk")
     p_sweep.add_argument(
-        "--fmax-mhz", type=float, default=100.0, help="clock for tokens/s (default 100 MHz)"
+        "--fmax-mhz",
+        type=_positive_float,
+        default=100.0,
+        help="clock for tokens/s (default 100 MHz)",
     )
     p_sweep.add_argument(
         "--rtl",
@@ -499,6 +513,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(FPGA_BOARDS),
         default=None,
         help="also build every point's core for BOARD (resources, Fmax; minutes to hours each)",
+    )
+    p_sweep.add_argument(
+        "--time-limit",
+        type=_positive_float,
+        default=None,
+        metavar="MINUTES",
+        help="with --fpga: stop each build after this many minutes (recorded as its error)",
     )
     p_sweep.add_argument(
         "--scheduler",
@@ -543,6 +564,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stop after placement: proves the core fits and places, no bitstream (routing a "
         "large core takes hours); the record's fmax_placed_mhz is nextpnr's pre-route estimate",
+    )
+    p_synth.add_argument(
+        "--time-limit",
+        type=_positive_float,
+        default=None,
+        metavar="MINUTES",
+        help="stop the tools after this many minutes; the record says where they were (e.g. "
+        "the router's iteration and overused wires) and what the placement used",
     )
     p_synth.add_argument(
         "--breakdown",

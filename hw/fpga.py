@@ -12,6 +12,7 @@ import importlib
 import json
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -28,6 +29,7 @@ __all__ = [
     "BOARDS",
     "PLACERS",
     "PROBE_FMAX_MHZ",
+    "BuildTimeLimit",
     "Probe",
     "block_breakdown",
     "build",
@@ -166,6 +168,7 @@ def build(
     placer: str | None = None,
     place_only: bool = False,
     progress: Callable[[str], None] | None = None,
+    time_limit: float | None = None,
 ) -> dict:
     """Synthesise, place and route ``block`` (inside a :class:`Probe`) for ``board``.
 
@@ -178,7 +181,8 @@ def build(
     and places, ``fmax_mhz`` is None, and ``fmax_placed_mhz`` is nextpnr's pre-route estimate, read
     from its log ``top.tim`` (nextpnr 0.11.1 writes no Fmax into its report without routing); no
     bitstream is kept. ``progress`` is called with a line for each step of the tools as their
-    logs show it (:func:`progress_messages`), while they run.
+    logs show it (:func:`progress_messages`), while they run. ``time_limit`` (minutes) stops the
+    tools when it is reached: :class:`BuildTimeLimit` says where they were.
     """
     module, cls, family, dsp_cell, _, _ = _board(board)
     for var, tool in _TOOLS.items():
@@ -191,6 +195,8 @@ def build(
         raise ValueError(f"router must be router1 or router2, not {router!r}")
     if placer not in (None, *PLACERS):
         raise ValueError(f"placer must be one of {', '.join(PLACERS)}, not {placer!r}")
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"time_limit must be > 0 minutes, not {time_limit!r}")
     synth_opts, after = _synth(family, flatten=True)
     stat = "tee -q -o top.stat.json stat -json"
     kwargs = {
@@ -201,10 +207,10 @@ def build(
         + (f" --placer {placer}" if placer else "")
         + (" --no-route" if place_only else ""),
     }
+    plan = platform.build(Probe(block), name="top", do_build=False, **kwargs)
+    plan.extract(str(build_dir))
     with _watch_logs(build_dir / "top.tim", progress, t0):
-        platform.build(
-            Probe(block), name="top", build_dir=str(build_dir), do_program=False, **kwargs
-        )
+        _run_script(build_dir, plan.script, time_limit)
     seconds = time.perf_counter() - t0
     stat = json.loads((build_dir / "top.stat.json").read_text())
     report = json.loads((build_dir / "top.report.json").read_text())
@@ -241,6 +247,32 @@ def build(
         "tools": _tool_versions(),
         "source_commit": commit,
     }
+
+
+class BuildTimeLimit(Exception):
+    """The tools were stopped at the build's time limit; the message says where they were."""
+
+
+def _run_script(build_dir: Path, script: str, time_limit: float | None) -> None:
+    """Run the build script (yosys, nextpnr, the packer) in ``build_dir``; at ``time_limit``
+    minutes stop it and every tool it started (its process group)."""
+    proc = subprocess.Popen(["sh", f"{script}.sh"], cwd=build_dir, start_new_session=True)
+    try:
+        code = proc.wait(timeout=None if time_limit is None else time_limit * 60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
+        log = build_dir / "top.tim"
+        said = (
+            progress_messages(log.read_text(errors="replace").splitlines()) if log.exists() else []
+        )
+        where = said[-1] if said else "yosys: synthesis"
+        raise BuildTimeLimit(f"stopped at the time limit of {time_limit:g} min ({where})") from None
+    except BaseException:  # an interrupt: the tools go with the build
+        os.killpg(proc.pid, signal.SIGTERM)
+        raise
+    if code:
+        raise subprocess.CalledProcessError(code, ["sh", f"{script}.sh"])
 
 
 # nextpnr's log lines that start a step of the build (packing, placing, routing), and its
@@ -468,13 +500,15 @@ def _try_build(block, board, build_dir, **kwargs) -> dict:
     commit = source_commit()
     try:
         return build(block, board, build_dir, **kwargs)
-    except subprocess.CalledProcessError:
+    except (subprocess.CalledProcessError, BuildTimeLimit) as exc:
+        stopped = isinstance(exc, BuildTimeLimit)
         family = _board(board)[2]
         lines = []
         for log in ("top.rpt", "top.tim"):  # yosys's log, then nextpnr's
             if (build_dir / log).exists():
                 lines += (build_dir / log).read_text(errors="replace").splitlines()
-        errors = [ln.strip() for ln in lines if ln.startswith("ERROR")]
+        errors = [str(exc)] if stopped else []
+        errors += [ln.strip() for ln in lines if ln.startswith("ERROR")]
         resources = {}
         for ln in lines:
             match = _UTIL.match(ln)
@@ -486,10 +520,10 @@ def _try_build(block, board, build_dir, **kwargs) -> dict:
         return {
             "board": board,
             "family": family,
-            "stage": "failed",
+            "stage": "stopped" if stopped else "failed",
             "error": errors[0] if errors else "the build failed (see the build directory)",
             "fmax_mhz": None,
-            "fmax_placed_mhz": None,
+            "fmax_placed_mhz": _estimate(build_dir) if stopped else None,
             "resources": resources,
             "resources_source": "nextpnr log (no report JSON on a failed run)"
             if resources
@@ -499,6 +533,13 @@ def _try_build(block, board, build_dir, **kwargs) -> dict:
             "tools": _tool_versions(),
             "source_commit": commit,
         }
+
+
+def _estimate(build_dir: Path) -> float | None:
+    """nextpnr's latest Fmax estimate in a stopped build's log (after placement), if any."""
+    log = build_dir / "top.tim"
+    clocks = placed_fmax(log.read_text(errors="replace")) if log.exists() else {}
+    return min(v["achieved"] for v in clocks.values()) if clocks else None
 
 
 def _tool_versions() -> dict:

@@ -105,6 +105,7 @@ def run_point(
     rtl: str | None,
     build_root: str | None,
     fpga: str | None = None,
+    time_limit: float | None = None,
 ) -> dict:
     """Evaluate one point (runs on a Dask worker); errors are returned, not raised."""
     from ..config import CoreConfig
@@ -141,7 +142,9 @@ def run_point(
             )[0]
             rec.update(rtl_cycles=run["cycles"], rtl_mismatches=run["mismatches"])
         if fpga:
-            rec.update(_build_point(cfg, fpga, Path(build_root), rec["tokens_per_cycle"]))
+            rec.update(
+                _build_point(cfg, fpga, Path(build_root), rec["tokens_per_cycle"], time_limit)
+            )
     except Exception as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         rec["error"] = f"{type(exc).__name__}: {msg}"
@@ -150,11 +153,11 @@ def run_point(
     return rec
 
 
-def _build_point(cfg, board: str, build_root: Path, tokens_per_cycle: float) -> dict:
+def _build_point(cfg, board: str, build_root: Path, tokens_per_cycle: float, time_limit) -> dict:
     """The core of ``cfg`` built for ``board``: resources, Fmax, tokens/s at that Fmax."""
     from ..hw.fpga import try_build_core
 
-    b = try_build_core(cfg, board, build_root / f"{cfg.name}_{board}")
+    b = try_build_core(cfg, board, build_root / f"{cfg.name}_{board}", time_limit=time_limit)
     res = b["resources"]
     used = {k: v["used"] for k, v in res.items()}
     out = {
@@ -191,6 +194,7 @@ def sweep(
     fmax_mhz=100.0,
     rtl=None,
     fpga=None,
+    time_limit=None,
     scheduler=None,
     workers=2,
     output="reports/sweep",
@@ -226,6 +230,7 @@ def sweep(
             rtl=rtl,
             build_root=build_root,
             fpga=fpga,
+            time_limit=time_limit,
             pure=False,
         )
         records = []
@@ -255,6 +260,7 @@ def sweep(
         "fmax_mhz": fmax_mhz,
         "rtl": rtl,
         "fpga": fpga,
+        "time_limit_min": time_limit,
         "command": command or f"deltanet-hw sweep --config {base.name}",
         "tools": versions("amaranth", "dask", "distributed", "numpy"),
         "source_commit": commit,

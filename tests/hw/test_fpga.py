@@ -3,6 +3,7 @@
 
 import importlib
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from deltanet_hw.hw.fpga import (
     dsps_per_product,
     placed_fmax,
     progress_messages,
+    try_build,
 )
 from deltanet_hw.hw.mac_array import MacArray
 
@@ -53,6 +55,27 @@ def test_mac_array_ice40_icebreaker(tmp_path):
 def test_mac_array_small_ulx3s(tmp_path):
     r = check_build("small", "ulx3s-85f", tmp_path, router="router2")  # router1 takes too long
     assert r["resources"]["dsp"]["used"] == 128  # 64 products of 18 x 32 bits, two MULT18X18D each
+
+
+def test_a_build_stops_at_its_time_limit(tmp_path):
+    """The tools are stopped (every process the build started) and the record says where."""
+    dut = MacArray.from_config(preset("ice40"))
+    t0 = time.perf_counter()
+    rec = try_build(dut, "icebreaker", tmp_path, time_limit=0.05)
+    assert time.perf_counter() - t0 < 30
+    assert rec["stage"] == "stopped" and rec["bitstream"] is None, rec
+    assert rec["error"].startswith("stopped at the time limit of 0.05 min (yosys: synthesis)")
+    left = [p for p in Path("/proc").glob("[0-9]*") if _cwd(p) == tmp_path]
+    assert not left, f"processes still running in the build directory: {left}"
+    with pytest.raises(ValueError, match="time_limit must be > 0 minutes"):
+        build(dut, "icebreaker", tmp_path, time_limit=0)
+
+
+def _cwd(proc: Path):
+    try:
+        return (proc / "cwd").resolve(strict=True)
+    except OSError:
+        return None
 
 
 def test_progress_from_the_nextpnr_log():
