@@ -64,6 +64,12 @@ def test_golden_json(capsys, gated):
         (["sim", "--config", "tiny", "--heads", "3"], "heads must be in [1, 2]"),
         (["sim", "--config", "tiny", "--set", "gated=true"], "gated must be False for the core"),
         (["sim", "--config", "tiny", "--simulator", "ghdl"], "invalid choice: 'ghdl'"),
+        (["sweep", "--config", "small", "--fmax-mhz", "nan"], "expected a positive number"),
+        (["sweep", "--config", "small", "--state-passes", "1,x"], "bad value in '1,x'"),
+        (
+            ["synth", "--config", "tiny", "--board", "icebreaker", "--time-limit", "-5"],
+            "expected a positive number, not '-5'",
+        ),
     ],
 )
 def test_errors_exit_nonzero_with_one_line(capsys, argv, text):
