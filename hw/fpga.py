@@ -209,7 +209,9 @@ def build(
     }
     plan = platform.build(Probe(block), name="top", do_build=False, **kwargs)
     plan.extract(str(build_dir))
-    with _watch_logs(build_dir / "top.tim", progress, t0):
+    for name in ("top.rpt", "top.tim", "top.stat.json", "top.report.json"):
+        (build_dir / name).unlink(missing_ok=True)  # a previous build's are not this one's
+    with _LogWatcher(build_dir / "top.tim", progress, t0):
         _run_script(build_dir, plan.script, time_limit)
     seconds = time.perf_counter() - t0
     stat = json.loads((build_dir / "top.stat.json").read_text())
@@ -266,7 +268,7 @@ def _run_script(build_dir: Path, script: str, time_limit: float | None) -> None:
         said = (
             progress_messages(log.read_text(errors="replace").splitlines()) if log.exists() else []
         )
-        where = said[-1] if said else "yosys: synthesis"
+        where = said[-1] if said else "nextpnr: starting" if log.exists() else "yosys: synthesis"
         raise BuildTimeLimit(f"stopped at the time limit of {time_limit:g} min ({where})") from None
     except BaseException:  # an interrupt: the tools go with the build
         os.killpg(proc.pid, signal.SIGTERM)
@@ -321,7 +323,7 @@ def progress_messages(lines, router1_every: float = 60.0, state: dict | None = N
     return out
 
 
-class _watch_logs:
+class _LogWatcher:
     """While the build runs, read its nextpnr log as it grows and pass :func:`progress_messages`
     (prefixed with the minutes since ``t0``) to ``progress``; nothing without ``progress``."""
 
@@ -332,7 +334,6 @@ class _watch_logs:
 
     def __enter__(self):
         if self.progress:
-            self.log.unlink(missing_ok=True)  # a previous build's log is not this one's
             self._say(["yosys: synthesis"])
             self.thread = threading.Thread(target=self._run, daemon=True)
             self.thread.start()
