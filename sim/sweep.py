@@ -303,6 +303,7 @@ def _markdown(meta) -> str:
         f"tokens/s at {meta['fmax_mhz']:g} MHz from the cycle model"
         + (f"; RTL simulated on {meta['rtl']}" if meta.get("rtl") else "")
         + (f"; every point built for {built}" if built else "")
+        + (f" (time limit {meta['time_limit_min']:g} min)" if meta.get("time_limit_min") else "")
         + f". {len(records)} points, {len(failed)} failed. Every point: `sweep.csv`.",
         "",
         "![Pareto plot](pareto.png)",
