@@ -257,8 +257,32 @@ class BuildTimeLimit(Exception):
 
 def _run_script(build_dir: Path, script: str, time_limit: float | None) -> None:
     """Run the build script (yosys, nextpnr, the packer) in ``build_dir``; at ``time_limit``
-    minutes stop it and every tool it started (its process group)."""
+    minutes stop it and every tool it started (its process group, which also goes when this
+    process is interrupted or, from the main thread, terminated)."""
     proc = subprocess.Popen(["sh", f"{script}.sh"], cwd=build_dir, start_new_session=True)
+    with _SigtermRaises():
+        _wait(proc, build_dir, script, time_limit)
+
+
+class _SigtermRaises:
+    """In the main thread: SIGTERM raises ``SystemExit`` (so the tools are stopped on the way
+    out) instead of ending the process at once; elsewhere (a Dask worker's thread) nothing."""
+
+    def __enter__(self):
+        self.old = None
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGTERM, self._raise)
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            signal.signal(signal.SIGTERM, self.old)
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise SystemExit(128 + signum)
+
+
+def _wait(proc, build_dir: Path, script: str, time_limit: float | None) -> None:
     try:
         code = proc.wait(timeout=None if time_limit is None else time_limit * 60)
     except subprocess.TimeoutExpired:

@@ -3,6 +3,9 @@
 
 import importlib
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -69,6 +72,25 @@ def test_a_build_stops_at_its_time_limit(tmp_path):
     assert not left, f"processes still running in the build directory: {left}"
     with pytest.raises(ValueError, match="time_limit must be > 0 minutes"):
         build(dut, "icebreaker", tmp_path, time_limit=0)
+
+
+def test_a_terminated_build_stops_its_tools(tmp_path):
+    """SIGTERM to the process building (e.g. a job killed) stops the tools it started too."""
+    code = (
+        "import sys; from deltanet_hw.config import preset; "
+        "from deltanet_hw.hw.fpga import build; from deltanet_hw.hw.mac_array import MacArray; "
+        "build(MacArray.from_config(preset('ice40')), 'icebreaker', sys.argv[1])"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])
+    t0 = time.perf_counter()
+    while not (tmp_path / "top.rpt").exists():  # yosys is running
+        assert proc.poll() is None and time.perf_counter() - t0 < 60
+        time.sleep(0.2)
+    proc.terminate()
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    time.sleep(0.5)
+    left = [p for p in Path("/proc").glob("[0-9]*") if _cwd(p) == tmp_path]
+    assert not left, f"processes still running in the build directory: {left}"
 
 
 def _cwd(proc: Path):
