@@ -334,8 +334,9 @@ def _cmd_synth(args) -> dict | str:
             for k, v in rec["resources"].items()
             if v["used"] > v["available"]
         )
+        what = "was not built" if rec["stage"] == "stopped" else "does not build"
         raise CliError(
-            f"deltanet-hw synth: {cfg.name} does not build for {args.board}"
+            f"deltanet-hw synth: {cfg.name} {what} for {args.board}"
             + (f" (over: {over})" if over else "")
             + f": {rec['error']} (record: {out / (name + '.json')})"
         )
