@@ -161,3 +161,17 @@ def test_sim_json(capsys, tmp_path):
         assert key in data
     assert data["mismatches"] == 0 and data["tokens"] == 5 and data["heads"] == 1
     assert data["cycles"] > 0 and 0 < data["utilization"] < 1
+
+
+def test_synth_stopped_at_its_time_limit(capsys, tmp_path):
+    code, out, err = run(
+        capsys,
+        *("synth", "--config", "tiny", "--board", "icebreaker", "--time-limit", "0.05"),
+        *("-o", str(tmp_path), "--build-dir", str(tmp_path / "build")),
+    )
+    assert code == 2 and out == ""
+    last = err.strip().splitlines()[-1]  # after the progress lines
+    assert last.startswith("deltanet-hw synth: tiny was not built for icebreaker: stopped at ")
+    assert "the time limit of 0.05 min (yosys: synthesis)" in last
+    rec = json.loads((tmp_path / "core_tiny_icebreaker.json").read_text())
+    assert rec["stage"] == "stopped" and rec["bitstream"] is None
