@@ -131,10 +131,16 @@ class Probe(Elaboratable):
         width = sum(len(Value.cast(v)) for v in inputs)
         noise = Signal(max(width, 1))
         m.d.sync += noise.eq(Cat(lfsr[0], noise[:-1]))
+        # every input from its own flip-flop (as a register in front of a core would be), not
+        # from the LFSR's few bits through a gate: the LFSR's fan-out stays off the block's paths
+        drive = Signal(max(width, 1))
         offset = 0
         for v in inputs:
             n = len(Value.cast(v))
-            m.d.comb += Value.cast(v).eq(noise[offset : offset + n] ^ lfsr[: min(n, 32)])
+            m.d.sync += drive[offset : offset + n].eq(
+                noise[offset : offset + n] ^ lfsr[: min(n, 32)]
+            )
+            m.d.comb += Value.cast(v).eq(drive[offset : offset + n])
             offset += n
         # register the outputs, then XOR-fold them in 16-bit groups over two more cycles so
         # the probe stays off the block's critical paths
@@ -282,12 +288,26 @@ class _SigtermRaises:
         raise SystemExit(128 + signum)
 
 
+def _stop_group(proc, grace: float = 10.0) -> None:
+    """Stop the build script's process group (the script and every tool it started) and wait
+    until none of it is left: SIGTERM, then SIGKILL after ``grace`` seconds (and at most as
+    long again for the kill: an unreaped zombie stays in its group)."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait()
+    start = time.monotonic()
+    while time.monotonic() - start < 2 * grace:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL if time.monotonic() - start > grace else 0)
+        except ProcessLookupError:  # the group is gone
+            return
+        time.sleep(0.1)
+
+
 def _wait(proc, build_dir: Path, script: str, time_limit: float | None) -> None:
     try:
         code = proc.wait(timeout=None if time_limit is None else time_limit * 60)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait()
+        _stop_group(proc)
         log = build_dir / "top.tim"
         said = (
             progress_messages(log.read_text(errors="replace").splitlines()) if log.exists() else []
@@ -295,7 +315,7 @@ def _wait(proc, build_dir: Path, script: str, time_limit: float | None) -> None:
         where = said[-1] if said else "nextpnr: starting" if log.exists() else "yosys: synthesis"
         raise BuildTimeLimit(f"stopped at the time limit of {time_limit:g} min ({where})") from None
     except BaseException:  # an interrupt: the tools go with the build
-        os.killpg(proc.pid, signal.SIGTERM)
+        _stop_group(proc)
         raise
     if code:
         raise subprocess.CalledProcessError(code, ["sh", f"{script}.sh"])
