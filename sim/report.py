@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from .plots import footer
+from .plots import footer, tools_text
 
 __all__ = ["report"]
 
@@ -265,9 +265,7 @@ def report(root="reports", anchors=None) -> Path:
         lines += [
             "",
             "Tools: "
-            + "; ".join(
-                ", ".join(f"{k} {v}" for k, v in json.loads(t).items() if v) for t in sorted(tools)
-            )
+            + "; ".join(tools_text(json.loads(t)) for t in sorted(tools))
             + ". Fmax is nextpnr's post-route figure for the board's clock constraint; tokens/s "
             "= the core's measured chunk-mode tokens per cycle (above) x Fmax.",
             "",

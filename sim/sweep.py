@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..provenance import source_commit, versions
-from .plots import footer
+from .plots import footer, tools_text
 
 __all__ = ["fronts_by_dim", "make_points", "pareto", "run_point", "sweep", "write_pages"]
 
@@ -293,7 +293,7 @@ def write_pages(out: Path) -> None:
 def _markdown(meta) -> str:
     records = meta["points"]
     failed = [r for r in records if "error" in r]
-    tools = ", ".join(f"{k} {v}" for k, v in meta["tools"].items() if v)
+    tools = tools_text(meta["tools"])
     built = meta.get("fpga")
     lines = [
         "# Design-space sweep",
