@@ -166,7 +166,8 @@ class DeltaNetCore(wiring.Component):
         with m.If(ctrl[CTRL_BITS["CLEAR_ERRORS"]]):
             m.d.sync += errors.eq(0)
         sched = self.scheduler = Scheduler(cfg, bufs, reads, writes)
-        status = Cat(busy, done, errors.any(), reading, aborted)
+        go = Signal()  # registered START: the run's counters clear the cycle after the write
+        status = Cat(busy | go, done & ~go, errors.any(), reading, aborted)
         with m.Switch(csr.addr):
             for name, value in (
                 ("SEQ_LEN", seq_len),
@@ -186,30 +187,35 @@ class DeltaNetCore(wiring.Component):
         start = ctrl[CTRL_BITS["START"]]
         bad_len = (seq_len == 0) | (seq_len > cfg.max_tokens)
         bad_heads = (heads == 0) | (heads > H)
-        go = Signal()
+        # A valid START latches the run's parameters (``launch``, from the register write) and
+        # sets ``go`` for the next cycle: ``go`` clears every counter of the core, so it comes
+        # from a flip-flop rather than from the bus's decode (a path across the die otherwise).
+        launch = Signal()
+        idle = ~busy & ~reading & ~aborted & ~go
         m.d.comb += [
             err["BAD_LENGTH"].eq(start & bad_len),
             err["BAD_HEADS"].eq(start & bad_heads),
-            err["BUSY"].eq((start | ctrl[CTRL_BITS["READ_STATE"]]) & (busy | reading | aborted)),
-            go.eq(start & ~bad_len & ~bad_heads & ~busy & ~reading & ~aborted),
+            err["BUSY"].eq((start | ctrl[CTRL_BITS["READ_STATE"]]) & ~idle),
+            launch.eq(start & ~bad_len & ~bad_heads & idle),
         ]
+        m.d.sync += go.eq(launch)
         T = Signal(range(cfg.max_tokens + 1))
         Hr = Signal(range(H + 1))
         decode = Signal()
+        zero = Signal()  # ZERO_STATE came with the START
         chunk_len = Signal(range(C + 1))  # tokens per chunk of this run
         m.d.comb += chunk_len.eq(Mux(decode, 1, C))
         clearing = Signal()  # zeroing the state before the run
         clr_addr = Signal(range(H * cfg.d_k * bufs["S"].tiles + 1))
-        with m.If(go):
+        with m.If(launch):
             m.d.sync += [
-                busy.eq(1),
-                done.eq(0),
                 T.eq(seq_len),
                 Hr.eq(heads),
                 decode.eq(mode),
-                clearing.eq(ctrl[CTRL_BITS["ZERO_STATE"]]),
-                clr_addr.eq(0),
+                zero.eq(ctrl[CTRL_BITS["ZERO_STATE"]]),
             ]
+        with m.If(go):
+            m.d.sync += [busy.eq(1), done.eq(0), clearing.eq(zero), clr_addr.eq(0)]
         m.d.comb += sched.clear.eq(go)
 
         # state zeroing: one row segment per cycle
@@ -512,8 +518,7 @@ class DeltaNetCore(wiring.Component):
         sl_idx = Signal(range(n_state))
         sl_seg = Signal(data.ArrayLayout(signed(cfg.fmt_state.width), L))
         sl_lane = sl_idx % L
-        idle = ~busy & ~reading & ~aborted
-        m.d.comb += self.state_in.ready.eq(idle & ~go)
+        m.d.comb += self.state_in.ready.eq(idle & ~launch)
         sl_take = self.state_in.valid & self.state_in.ready
         sl_full = Signal.like(sl_seg)
         for t in range(L):
