@@ -293,7 +293,7 @@ def _cmd_sweep(args) -> dict | str:
 def _cmd_synth(args) -> dict | str:
     from pathlib import Path
 
-    from .hw.fpga import PROBE_FMAX_MHZ, try_build_core
+    from .hw.fpga import PROBE_FMAX_MHZ, path_text, try_build_core
 
     cfg = load_config(args.config, args.set)
     tag = "".join(f"_{o.replace('=', '')}" for o in args.set)  # overrides name the record
@@ -348,11 +348,14 @@ def _cmd_synth(args) -> dict | str:
         "fmax_placed_mhz": rec["fmax_placed_mhz"],
         "fmax_over_probe": rec["fmax_over_probe"],
         "resources": rec["resources"],
+        "critical_path": rec.get("critical_path"),
         "bitstream": rec["bitstream"],
         "record": str(out / f"{name}.json"),
     }
     if args.json:
         return result
+    if result["critical_path"]:
+        result["critical_path"] = path_text(result["critical_path"])
     return "\n".join(f"{k:16} {v}" for k, v in result.items())
 
 

@@ -34,7 +34,9 @@ __all__ = [
     "block_breakdown",
     "build",
     "check_fits",
+    "critical_path",
     "dsps_per_product",
+    "path_text",
     "placed_fmax",
     "progress_messages",
     "try_build",
@@ -247,6 +249,7 @@ def build(
         "constraint_mhz": {clk: v["constraint"] for clk, v in clocks.items()},
         "resources": resources,
         "dsp_cells": cells.get(dsp_cell, 0),
+        "critical_path": None if place_only else critical_path(report),
         "expected_dsps": expected_dsps,
         "bitstream": str(bitstream) if bitstream.exists() else None,
         "seconds": seconds,
@@ -425,6 +428,48 @@ def placed_fmax(log: str) -> dict[str, dict[str, float]]:
         clk: {"achieved": float(mhz), "constraint": float(target)}
         for clk, mhz, target in _FMAX_LINE.findall(log)
     }
+
+
+def critical_path(report: dict) -> dict | None:
+    """The slowest path in nextpnr's ``--report`` (one is listed per clock pair): its delay split
+    into logic (cells, clock-to-out, setup) and routing, the cells it starts and ends at, and the
+    source lines of the nets on it (the project's as paths from its root, libraries' from their
+    package; yosys's own techmap files left out). None when the report lists no path."""
+    paths = report.get("critical_paths") or []
+    if not paths:
+        return None
+    worst = max(paths, key=lambda p: sum(step["delay"] for step in p["path"]))
+    steps = worst["path"]
+    total = sum(step["delay"] for step in steps)
+    routing = sum(step["delay"] for step in steps if step["type"] == "routing")
+    root = f"{Path(__file__).resolve().parents[1]}/"
+    sources = []
+    for step in steps:
+        for src in step.get("sources", []):
+            if "site-packages/" in src:
+                src = src.split("site-packages/", 1)[1]
+            elif src.startswith(root):
+                src = src[len(root) :]
+            else:
+                continue
+            if src not in sources:
+                sources.append(src)
+    return {
+        "delay_ns": total,
+        "logic_ns": total - routing,
+        "routing_ns": routing,
+        "from": steps[0]["from"]["cell"],
+        "to": steps[-1]["to"]["cell"],
+        "sources": sources,
+    }
+
+
+def path_text(path: dict) -> str:
+    """One line for a :func:`critical_path`: its delay, the routing's share, its ends, sources."""
+    return (
+        f"{path['delay_ns']:.2f} ns ({path['routing_ns']:.2f} of it routing) from "
+        f"{path['from']} to {path['to']}; nets from {', '.join(path['sources']) or '-'}"
+    )
 
 
 # How ECP5 builds map logic to LUTs: ABC, not synth_ecp5's default ABC9. YoWASP yosys 0.70's

@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..hw.fpga import path_text
 from .plots import footer, tools_text
 
 __all__ = ["report"]
@@ -271,6 +272,12 @@ def report(root="reports", anchors=None) -> Path:
             "",
             "![resources per board](resources.png)",
         ]
+        paths = [b for b in builds if b.get("critical_path")]
+        if paths:
+            lines += ["", "Critical paths (the slowest path in nextpnr's report):", ""]
+            lines += [
+                f"- `{b['config']}` on {b['board']}: {path_text(b['critical_path'])}" for b in paths
+            ]
         for b in builds:
             if not b.get("breakdown"):
                 continue

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 from deltanet_hw.cli import main
+from deltanet_hw.hw.fpga import path_text
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 
@@ -30,9 +31,11 @@ def test_report_rebuilds_pages_and_index_from_json(tmp_path, capsys):
         "numerics/error_vs_width.png",
     ):
         assert (root / page).stat().st_size > 0
-    for path in (root / "fpga").glob("*.json"):  # each build names the commit it was made from
-        commit = json.loads(path.read_text()).get("source_commit")
-        if commit:
-            assert f"| {commit[:10]}" in index, path.name
+    for path in (root / "fpga").glob("*.json"):  # each build names its commit, its slowest path
+        rec = json.loads(path.read_text())
+        if rec.get("source_commit"):
+            assert f"| {rec['source_commit'][:10]}" in index, path.name
+        if rec.get("critical_path"):
+            assert path_text(rec["critical_path"]) in index, path.name
     # the same records give the same pages as the committed ones
     assert (root / "core/README.md").read_text() == (REPORTS / "core/README.md").read_text()

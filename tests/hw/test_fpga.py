@@ -2,6 +2,7 @@
 """FPGA smoke builds of the MAC array: every multiplier in a DSP, figures from JSON reports."""
 
 import importlib
+import re
 import shutil
 import signal
 import subprocess
@@ -41,6 +42,10 @@ def check_build(config, board, tmp_path, router=None):
     assert r["dsp_cells"] == expected, f"{r['dsp_cells']} DSP cells, {expected} multipliers"
     assert r["resources"]["dsp"]["used"] == expected
     assert r["fmax_mhz"] > 0 and r["bitstream"]
+    path = r["critical_path"]  # the path that sets Fmax, split into logic and routing
+    assert abs(1000 / path["delay_ns"] - r["fmax_mhz"]) < 0.01 * r["fmax_mhz"], (path, r)
+    assert 0 < path["routing_ns"] < path["delay_ns"] and path["logic_ns"] > 0
+    assert any(s.startswith("hw/mac_array.py:") for s in path["sources"]), path
     return r
 
 
@@ -65,7 +70,8 @@ def test_a_build_stops_at_its_time_limit(tmp_path):
     dut = MacArray.from_config(preset("ice40"))
     rec = try_build(dut, "icebreaker", tmp_path, time_limit=0.05)
     assert rec["stage"] == "stopped" and rec["bitstream"] is None, rec
-    assert rec["error"].startswith("stopped at the time limit of 0.05 min (yosys: synthesis)")
+    # where the tools were depends on the machine's speed (yosys or already nextpnr)
+    assert re.match(r"stopped at the time limit of 0\.05 min \((yosys|nextpnr): ", rec["error"])
     left = [p for p in Path("/proc").glob("[0-9]*") if _cwd(p) == tmp_path]
     assert not left, f"processes still running in the build directory: {left}"
     with pytest.raises(ValueError, match="time_limit must be > 0 minutes"):
