@@ -14,12 +14,15 @@ Named presets (ARCHITECTURE.md section 5):
 ``small``
     d_k = d_v = 64, chunk 32, 8x8 array, 4 heads: the benchmark configuration.
 ``ecp5``
-    d_k = d_v = 128 (fla's head size), chunk 64 (fla's), 8x8 array, one head: the largest core
-    for a ULX3S-85F. An 18 x 32-bit product of data and state takes two MULT18X18D, so the 8x8
-    processing elements use 128 of the 156 (the solver row, BetaPhi and the loader take most of
-    the rest); the chunk buffers of one head (two halves) and its state fill the 208 DP16KD
-    block RAMs, so a second head does not fit: a layer with more heads runs them as separate
-    sequences, swapping each head's state through the state port.
+    d_k = d_v = 128 (fla's head size), chunk 64 (fla's), 4x8 array, the state in two passes, one
+    head: the largest core that routes on a ULX3S-85F. The 32-bit state meets its 18-bit data
+    operand on one MULT18X18D per processing element in two array steps (``state_passes=2``):
+    the array takes 32 of the 156, the solver row 8, BetaPhi and the loader 16. The 8x8 array
+    (128 or, in two passes, 64 MULT18X18D) places but its wiring congests the LFE5U-85F past
+    what nextpnr routes in hours (README.md, "The core"). The chunk buffers of one head (two
+    halves) and its state fill 191 of the 208 DP16KD block RAMs, so a second head does not fit:
+    a layer with more heads runs them as separate sequences, swapping each head's state through
+    the state port.
 """
 
 from __future__ import annotations
@@ -360,10 +363,11 @@ PRESETS: dict[str, CoreConfig] = {
         chunk_size=64,
         heads=1,
         max_tokens=65536,
-        array_rows=8,
+        array_rows=4,
         array_cols=8,
         acc_bits=58,
         acc_part_bits=30,
+        state_passes=2,
         **_ECP5_FORMATS,
     ),
 }

@@ -29,6 +29,7 @@ __all__ = ["RUNS", "decode_bound", "main"]
 RUNS = {
     ("tiny", "verilator"): (("chunk", 256, 2), ("recurrent", 32, 2)),
     ("small", "verilator"): (("chunk", 256, 4), ("recurrent", 16, 4)),
+    ("ecp5", "verilator"): (("chunk", 256, 1), ("recurrent", 8, 1)),  # the ULX3S-85F build's
     ("tiny", "icarus"): (("chunk", 40, 2),),
     ("small", "icarus"): (("chunk", 32, 1),),
 }

@@ -107,14 +107,15 @@ def test_bad_parameters():
 
 
 def test_hard_multiplier_counts():
-    """18 x 18 multipliers per product, and per core (the array and the solver row): of the
-    ecp5 build's 152 MULT18X18D these are 136 (BetaPhi and the core have 16); its two-pass
-    build has 88, 72 of them here."""
+    """18 x 18 multipliers per product, and per core (the array and the solver row): the ecp5
+    build (4 x 8, two passes) has 56 MULT18X18D, 40 of them here (BetaPhi and the core have
+    16); an 8 x 8 array's build has 152 in one pass (136 here), 88 in two (72)."""
     assert [product_multipliers(18, b) for b in (2, 18, 19, 32, 35, 36)] == [1, 1, 2, 2, 2, 3]
     assert product_multipliers(36, 36) == 9
     ecp5 = preset("ecp5")
-    assert hard_multipliers(ecp5) == 8 * 8 * 2 + 8
-    assert hard_multipliers(ecp5.replace(state_passes=2)) == 8 * 8 + 8
+    assert hard_multipliers(ecp5) == 4 * 8 + 8
+    assert hard_multipliers(ecp5.replace(array_rows=8, state_passes=1)) == 8 * 8 * 2 + 8
+    assert hard_multipliers(ecp5.replace(array_rows=8)) == 8 * 8 + 8
     assert hard_multipliers(preset("ice40")) == 2 * 4 + 4
 
 
