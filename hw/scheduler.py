@@ -167,16 +167,25 @@ class Scheduler:
         j0 = Signal(range(kmax + Cc))
         term = Signal()
         k = Signal(range(kmax + 1))
+        # i0 + R and k + 1, kept in registers beside i0 and k: the step-issue decision (the last
+        # step of a tile?) compares them without an adder in front (the routed ecp5 core's
+        # critical path ran through both adders and the minimum of the two bounds)
+        i0_end = Signal(range(kmax + 2 * R), init=R)
+        k_next = Signal(range(kmax + 2), init=1)
+        i0s, ks = (i0, i0_end), (k, k_next)
         high = Signal()  # a two-pass state step's second pass: the high half of the words
         two_pass = Signal()  # the current term reads the state in two passes
-        k_hi = Signal(range(kmax + 1))
+        k_done = Signal()  # k is the current tile's last k
         running = Signal()  # a chunk is being issued
         draining = Signal()  # every step issued; waiting for the last writes
         waiting = Signal()  # the current instruction waits for the writes before it
         outstanding = Signal(range(CTX_FIFO_DEPTH + 8))
         tile_issued = Signal()
         tile_written = Signal()
-        m.d.sync += outstanding.eq(outstanding + tile_issued - tile_written)
+        # the issue decision only selects between two sums computed without it (timing)
+        written_out = Signal.like(outstanding)
+        m.d.comb += written_out.eq(outstanding - tile_written)
+        m.d.sync += outstanding.eq(Mux(tile_issued, written_out + 1, written_out))
         head_end = Signal()
         # no tile in flight; read only while waiting or draining, when nothing issues, so the
         # issue decision stays off the paths to ``done`` and the core's registers (timing)
@@ -210,10 +219,11 @@ class Scheduler:
                         with m.If(term == t):
                             m.d.comb += two_pass.eq(st.passes == 2)
                             n_k = dim_value(self.cfg, st.k_dim, mrows)
+                            # k + 1 reached min(i0 + R, n_k) (lower-triangular A) or n_k
+                            done = k_next >= n_k
                             if st.a_lower:
-                                m.d.comb += k_hi.eq(Mux(i0 + R < n_k, i0 + R, n_k))
-                            else:
-                                m.d.comb += k_hi.eq(n_k)
+                                done = done | (k_next >= i0_end)
+                            m.d.comb += k_done.eq(done)
 
         issue = Signal()
         feed = ArrayFeed(m, arr, issue, FEED_DEPTH, "step_fifo", Cc)
@@ -231,7 +241,7 @@ class Scheduler:
         )
         m.d.comb += issue.eq(can_issue)
         last = Signal()
-        m.d.comb += last.eq((k + 1 >= k_hi) & (high | ~two_pass))
+        m.d.comb += last.eq(k_done & (high | ~two_pass))
         m.d.comb += tile_issued.eq(issue & last)
 
         # reads of the operands of the step
@@ -311,6 +321,7 @@ class Scheduler:
             """Counters for the next head of the instruction, or the next instruction."""
             m.d.comb += head_end.eq(1)
             m.d.sync += [i0.eq(0), j0.eq(0), k.eq(0), term.eq(0), high.eq(0)]
+            m.d.sync += [i0_end.eq(R), k_next.eq(1)]
             with m.If(head + 1 < heads):
                 m.d.sync += head.eq(head + 1)
             with m.Else():
@@ -328,8 +339,10 @@ class Scheduler:
                 pc.eq(Mux(self.mode, self.entry[1], self.entry[0])),
                 head.eq(0),
                 i0.eq(0),
+                i0_end.eq(R),
                 j0.eq(0),
                 k.eq(0),
+                k_next.eq(1),
                 term.eq(0),
                 high.eq(0),
                 mrows.eq(self.rows),
@@ -343,12 +356,12 @@ class Scheduler:
             with m.If(~last & two_pass & ~high):
                 m.d.sync += high.eq(1)  # the same k again: the high half
             with m.Elif(~last):
-                m.d.sync += [k.eq(k + 1), high.eq(0)]
+                m.d.sync += [k.eq(k + 1), k_next.eq(k_next + 1), high.eq(0)]
             with m.Else():
                 m.d.sync += high.eq(0)
                 for n, ins in enumerate(instrs):
                     with m.If(pc == n):
-                        self._advance(m, ins, i0, j0, term, k, mrows, next_instr)
+                        self._advance(m, ins, i0s, j0, term, ks, mrows, next_instr)
         m.d.comb += self.done.eq(draining & idle)
         # for testbenches and waveforms
         self.probe = {
@@ -377,22 +390,24 @@ class Scheduler:
         with m.If(solver.saturated):
             m.d.sync += self.saturated.eq(1)
 
-    def _advance(self, m, ins, i0, j0, term, k, mrows, next_instr):
-        """After the last step of a tile of ``ins``: the next tile (or head, or instruction)."""
+    def _advance(self, m, ins, i0s, j0, term, ks, mrows, next_instr):
+        """After the last step of a tile of ``ins``: the next tile (or head, or instruction).
+        ``i0s`` is (i0, i0 + R), ``ks`` (k, k + 1)."""
         R, Cc = self.cfg.array_rows, self.cfg.array_cols
+        (i0, i0_end), (k, k_next) = i0s, ks
         rows = dim_value(self.cfg, ins.rows_dim, mrows)
         cols = dim_value(self.cfg, ins.cols_dim, mrows)
         nj = j0 + Cc
         more_cols = nj < cols
         if ins.skip_upper:
-            more_cols = more_cols & (nj < i0 + R)
-        m.d.sync += k.eq(0)
+            more_cols = more_cols & (nj < i0_end)
+        m.d.sync += [k.eq(0), k_next.eq(1)]
         with m.If(term + 1 < len(ins.steps)):
             m.d.sync += term.eq(term + 1)
         with m.Elif(more_cols):
             m.d.sync += [term.eq(0), j0.eq(nj)]
-        with m.Elif(i0 + R < rows):
-            m.d.sync += [term.eq(0), j0.eq(0), i0.eq(i0 + R)]
+        with m.Elif(i0_end < rows):
+            m.d.sync += [term.eq(0), j0.eq(0), i0.eq(i0_end), i0_end.eq(i0_end + R)]
         with m.Else():
             next_instr()
 
