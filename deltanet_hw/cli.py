@@ -315,6 +315,7 @@ def _cmd_synth(args) -> dict | str:
         breakdown=args.breakdown,
         place_only=args.no_route,
         time_limit=args.time_limit,
+        clock_mhz=args.clock_mhz,
         progress=lambda msg: print(f"deltanet-hw synth: {msg}", file=sys.stderr, flush=True),
     )
     probe = PROBE_FMAX_MHZ[args.board]
@@ -576,6 +577,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MINUTES",
         help="stop the tools after this many minutes; the record says where they were (e.g. "
         "the router's iteration and overused wires) and what the placement used",
+    )
+    p_synth.add_argument(
+        "--clock-mhz",
+        type=_positive_float,
+        default=None,
+        metavar="MHZ",
+        help="clock constraint for nextpnr (default: the board's oscillator, 12 MHz on the "
+        "iCEBreaker, 25 on the ULX3S, 48 on the OrangeCrab); above what the core reaches, the "
+        "timing-driven placer and router work on its slowest paths; the bitstream still runs "
+        "from the oscillator (no PLL)",
     )
     p_synth.add_argument(
         "--breakdown",

@@ -8,6 +8,7 @@ off and returns the resources and Fmax read from ``yosys stat -json`` and ``next
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import os
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from amaranth import *
+from amaranth.build import Clock
 from amaranth.lib import io, wiring
 
 from ..provenance import source_commit, versions
@@ -177,6 +179,7 @@ def build(
     place_only: bool = False,
     progress: Callable[[str], None] | None = None,
     time_limit: float | None = None,
+    clock_mhz: float | None = None,
 ) -> dict:
     """Synthesise, place and route ``block`` (inside a :class:`Probe`) for ``board``.
 
@@ -190,7 +193,9 @@ def build(
     from its log ``top.tim`` (nextpnr 0.11.1 writes no Fmax into its report without routing); no
     bitstream is kept. ``progress`` is called with a line for each step of the tools as their
     logs show it (:func:`progress_messages`), while they run. ``time_limit`` (minutes) stops the
-    tools when it is reached: :class:`BuildTimeLimit` says where they were.
+    tools when it is reached: :class:`BuildTimeLimit` says where they were. ``clock_mhz`` is the
+    clock constraint nextpnr's timing-driven placer and router work to, in place of the board's
+    oscillator (the bitstream still runs from the oscillator: no PLL is added).
     """
     module, cls, family, dsp_cell, _, _ = _board(board)
     for var, tool in _TOOLS.items():
@@ -205,6 +210,14 @@ def build(
         raise ValueError(f"placer must be one of {', '.join(PLACERS)}, not {placer!r}")
     if time_limit is not None and not time_limit > 0:
         raise ValueError(f"time_limit must be > 0 minutes, not {time_limit!r}")
+    if clock_mhz is not None:
+        if not 0 < clock_mhz < 1000:
+            raise ValueError(f"clock_mhz must be > 0 and < 1000, not {clock_mhz!r}")
+        # the default clock's resource, copied (the board class's own stays as it is) with the
+        # constraint asked for
+        key = (platform.default_clk, 0)
+        platform.resources[key] = copy.copy(platform.resources[key])
+        platform.resources[key].clock = Clock(clock_mhz * 1e6)
     synth_opts, after = _synth(family, flatten=True)
     stat = "tee -q -o top.stat.json stat -json"
     kwargs = {
@@ -213,7 +226,8 @@ def build(
         "nextpnr_opts": "--report top.report.json"
         + (f" --router {router}" if router else "")
         + (f" --placer {placer}" if placer else "")
-        + (" --no-route" if place_only else ""),
+        + (" --no-route" if place_only else "")
+        + (" --timing-allow-fail" if clock_mhz else ""),  # the Fmax reached is the result
     }
     plan = platform.build(Probe(block), name="top", do_build=False, **kwargs)
     plan.extract(str(build_dir))
