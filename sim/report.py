@@ -267,7 +267,8 @@ def report(root="reports", anchors=None) -> Path:
             "",
             "Tools: "
             + "; ".join(tools_text(json.loads(t)) for t in sorted(tools))
-            + ". Fmax is nextpnr's post-route figure for the board's clock constraint; tokens/s "
+            + ". Fmax is nextpnr's post-route figure, worked to the record's clock constraint "
+            "(the board's oscillator unless its command sets --clock-mhz); tokens/s "
             "= the core's measured chunk-mode tokens per cycle (above) x Fmax.",
             "",
             "![resources per board](resources.png)",

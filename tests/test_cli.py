@@ -70,6 +70,10 @@ def test_golden_json(capsys, gated):
             ["synth", "--config", "tiny", "--board", "icebreaker", "--time-limit", "-5"],
             "expected a positive number, not '-5'",
         ),
+        (
+            ["synth", "--config", "tiny", "--board", "icebreaker", "--clock-mhz", "inf"],
+            "expected a positive number, not 'inf'",
+        ),
     ],
 )
 def test_errors_exit_nonzero_with_one_line(capsys, argv, text):

@@ -68,6 +68,20 @@ def test_mac_array_ecp5_ulx3s(tmp_path):
     assert r["resources"]["dsp"]["used"] == 32
 
 
+def test_a_build_works_to_the_clock_asked_for(tmp_path):
+    """--clock-mhz: nextpnr's constraint is the one asked for (not met here: the Fmax reached is
+    recorded all the same), and the board's own oscillator constraint is left as it was."""
+    from amaranth_boards.icebreaker import ICEBreakerPlatform
+
+    dut = MacArray.from_config(preset("ice40"))
+    r = build(dut, "icebreaker", tmp_path, clock_mhz=200)
+    assert [round(c) for c in r["constraint_mhz"].values()] == [200], r["constraint_mhz"]
+    assert 0 < r["fmax_mhz"] < 200 and r["bitstream"]
+    assert ICEBreakerPlatform().default_clk_frequency == 12e6
+    with pytest.raises(ValueError, match="clock_mhz must be > 0 and < 1000"):
+        build(dut, "icebreaker", tmp_path, clock_mhz=0)
+
+
 def test_a_build_stops_at_its_time_limit(tmp_path):
     """The tools are stopped (every process the build started) and the record says where."""
     dut = MacArray.from_config(preset("ice40"))
