@@ -194,8 +194,9 @@ def build(
     bitstream is kept. ``progress`` is called with a line for each step of the tools as their
     logs show it (:func:`progress_messages`), while they run. ``time_limit`` (minutes) stops the
     tools when it is reached: :class:`BuildTimeLimit` says where they were. ``clock_mhz`` is the
-    clock constraint nextpnr's timing-driven placer and router work to, in place of the board's
-    oscillator (the bitstream still runs from the oscillator: no PLL is added).
+    clock constraint nextpnr works and reports to, in place of the board's oscillator (the
+    bitstream still runs from the oscillator: no PLL is added); its timing-driven steps weigh
+    paths against it (the static placer does not: README.md).
     """
     module, cls, family, dsp_cell, _, _ = _board(board)
     for var, tool in _TOOLS.items():
