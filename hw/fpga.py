@@ -195,8 +195,8 @@ def build(
     logs show it (:func:`progress_messages`), while they run. ``time_limit`` (minutes) stops the
     tools when it is reached: :class:`BuildTimeLimit` says where they were. ``clock_mhz`` is the
     clock constraint nextpnr works and reports to, in place of the board's oscillator (the
-    bitstream still runs from the oscillator: no PLL is added); its timing-driven steps weigh
-    paths against it (the static placer does not: README.md).
+    bitstream still runs from the oscillator: no PLL is added); measured here, it changed no
+    placement or route, only the PASS/FAIL nextpnr reports (README.md).
     """
     module, cls, family, dsp_cell, _, _ = _board(board)
     for var, tool in _TOOLS.items():
