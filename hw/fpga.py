@@ -453,8 +453,7 @@ def critical_path(report: dict) -> dict | None:
     paths = report.get("critical_paths") or []
     if not paths:
         return None
-    worst = max(paths, key=lambda p: sum(step["delay"] for step in p["path"]))
-    steps = worst["path"]
+    steps = max((p["path"] for p in paths), key=lambda path: sum(s["delay"] for s in path))
     total = sum(step["delay"] for step in steps)
     routing = sum(step["delay"] for step in steps if step["type"] == "routing")
     root = f"{Path(__file__).resolve().parents[1]}/"

@@ -26,6 +26,7 @@ from ..config import load_config, preset
 from ..hw.blocks import BLOCKS, make_block
 from ..hw.fpga import BOARDS, check_fits, try_build
 from ..hw.mac_array import MacArray
+from .plots import tools_text
 from .vectors import mac_tiles
 
 TARGET_UTILIZATION = 0.95
@@ -303,8 +304,7 @@ def cmd_summary(args, argv):
             )
         lines += [
             "",
-            "Commands: each record's `command` field; tools: "
-            + ", ".join(f"{k} {v}" for k, v in tools.items()),
+            "Commands: each record's `command` field; tools: " + tools_text(tools),
             "",
         ]
     (args.output / "README.md").write_text("\n".join(lines))

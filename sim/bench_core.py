@@ -21,7 +21,7 @@ from pathlib import Path
 from ..config import load_config
 from ..provenance import source_commit, versions
 from .core_run import run_core, sequence
-from .plots import footer
+from .plots import footer, tools_text
 
 __all__ = ["RUNS", "decode_bound", "main"]
 
@@ -135,9 +135,7 @@ def summary(out: Path):
         "",
         f"Command: `{record['command']}` ({record['date']}, {record['machine']}); "
         "`python -m deltanet_hw.sim.bench_core summary` (or `deltanet-hw report`) rebuilds "
-        "this page from `core_runs.json`. Tools: "
-        + ", ".join(f"{k} {v}" for k, v in record["tools"].items())
-        + ".",
+        "this page from `core_runs.json`. Tools: " + tools_text(record["tools"]) + ".",
         "",
         "Every run compares every output word and the final state with the fixed-point model "
         "(`mismatches`). Cycles are RTL counts from the first input accepted to the last output "
