@@ -6,7 +6,8 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["READ_LATENCY", "delay_line", "memory_banks", "memory_signature", "read_handshake"]
 
-READ_LATENCY = 2  # command taken -> data on the read stream (block RAM, then a register)
+READ_LATENCY = 3  # command taken -> data on the read stream (command register, block RAM,
+# then a register)
 
 
 def memory_signature(cmd_layout, row_layout, write_layout) -> dict:
@@ -28,39 +29,47 @@ def memory_banks(m: Module, count: int, width: int, depth: int):
     return ports
 
 
-def read_handshake(m: Module, cmd, out) -> tuple[Signal, Signal]:
+def read_handshake(m: Module, cmd, out):
     """Valid/ready for a :data:`READ_LATENCY`-cycle read from command stream ``cmd`` to ``out``.
 
-    Two stages: the block RAM's output (its data holds until the next read), then a register
-    the caller loads with what it makes of that data (masks), so the block RAM's
-    clock-to-output and that logic do not share a cycle with the reader's. Full throughput: with
-    ``out.ready`` high, one command per cycle.
+    Three stages: the command, registered (so the reader's issue decision ends at a flip-flop
+    beside the memory instead of running on through the address logic into every bank's read
+    enable), the block RAM's output (its data holds until the next read), then a register the
+    caller loads with what it makes of that data (masks), so the block RAM's clock-to-output and
+    that logic do not share a cycle with the reader's. Full throughput: with ``out.ready`` high,
+    one command per cycle.
 
-    Returns ``take`` (a command is accepted this cycle: enable the read ports with it) and
-    ``load`` (load ``out.payload`` from the read data this cycle). ``load`` is high whenever the
-    output register is free (empty, or its word taken this cycle), whether or not a read is
+    Returns ``take`` (the registered command goes to the memory this cycle: enable the read
+    ports with it), ``load`` (load ``out.payload`` from the read data this cycle) and the
+    registered command's payload (address the read ports from it). ``load`` is high whenever
+    the output register is free (empty, or its word taken this cycle), whether or not a read is
     waiting: what it loads without one is never valid, and with ``out.ready`` tied high (as
     every reader in the core does) it is a constant, so the register needs no clock enable to
-    fan out. ``out`` holds while it waits for ready. Anything else that belongs to a read (a
-    tag) is registered on ``take`` and loaded into ``out`` on ``load``.
+    fan out; so is ``cmd.ready``, which takes the payload into the command register. ``out``
+    holds while it waits for ready. Anything else that belongs to a read (a tag) is registered
+    on ``take`` and loaded into ``out`` on ``load``.
     """
+    cmd_valid = Signal()  # the command register holds a command not yet sent to the memory
+    cmd_q = Signal.like(cmd.payload)
     read_valid = Signal()  # the block RAM's output holds a read not yet in ``out``
     out_valid = Signal()
     take = Signal()
     load = Signal()
     m.d.comb += [
         load.eq(~out_valid | out.ready),
-        take.eq(cmd.valid & (~read_valid | load)),
-        cmd.ready.eq(take),
+        take.eq(cmd_valid & (~read_valid | load)),
+        cmd.ready.eq(~cmd_valid | take),
         out.valid.eq(out_valid),
     ]
+    with m.If(cmd.ready):
+        m.d.sync += [cmd_valid.eq(cmd.valid), cmd_q.eq(cmd.payload)]
     with m.If(take):
         m.d.sync += read_valid.eq(1)
     with m.Elif(load):
         m.d.sync += read_valid.eq(0)
     with m.If(load):
         m.d.sync += out_valid.eq(read_valid)
-    return take, load
+    return take, load, cmd_q
 
 
 def delay_line(m: Module, value, cycles: int, name: str) -> list:

@@ -206,8 +206,7 @@ class ChunkBuffer(wiring.Component):
         m = Module()
         L = self.lanes
         ports = memory_banks(m, L, self.width, self.depth)  # words never written read 0
-        take, load = read_handshake(m, self.rd_cmd, self.rd_data)
-        cmd = self.rd_cmd.payload
+        take, load, cmd = read_handshake(m, self.rd_cmd, self.rd_data)
         rot, banks = self._bank_addresses(m, cmd.mode, cmd.i, cmd.j, "rd")
         rot_q = Signal.like(rot)
         keep_q = Signal(L)  # banks that read a word inside the matrix (and the DIAG lane)

@@ -87,8 +87,7 @@ class StateSram(wiring.Component):
         m = Module()
         L = self.lanes
         banks = memory_banks(m, L, self.width, self.depth)  # words never written read 0
-        take, load = read_handshake(m, self.rd_cmd, self.rd_data)
-        cmd = self.rd_cmd.payload
+        take, load, cmd = read_handshake(m, self.rd_cmd, self.rd_data)
         rd_addr = self.address(cmd.head, cmd.row, cmd.tile)
         wr = self.wr.payload
         wr_addr = self.address(wr.head, wr.row, wr.tile)
