@@ -47,6 +47,7 @@ from .chunk_buffer import ChunkBuffer, ReadMode, bank_rotation, first_lane, in_b
 from .fixed import requantize
 from .microcode import BUFFER_FORMATS, CHUNK_INPUTS, check_core_config
 from .scheduler import PortMux, Scheduler
+from .skid_buffer import SkidBuffer
 from .state_sram import StateSram
 
 __all__ = ["ERROR_BITS", "LOADER_STAGES", "REGISTERS", "DeltaNetCore", "token_words"]
@@ -114,6 +115,9 @@ class DeltaNetCore(wiring.Component):
         dmax = max(cfg.d_k, cfg.d_v)
         m.submodules.beta_phi = bp = self.beta_phi
         wiring.connect(m, wiring.flipped(self.conv_wr), bp.conv_wr)
+        # the framer's words reach BetaPhi through a register stage (placed apart: timing)
+        m.submodules.beta_phi_in = bp_in = SkidBuffer(bp.word_in)
+        wiring.connect(m, bp_in.o, bp.i)
 
         # ---------------- buffers ---------------------------------------------------------
         def width(name):
@@ -262,14 +266,14 @@ class DeltaNetCore(wiring.Component):
         )
         accepting = busy & ~in_done & ~aborted
         m.d.comb += [
-            bp.i.valid.eq(self.tok_in.valid & accepting),
-            self.tok_in.ready.eq(bp.i.ready & accepting),
-            bp.i.payload.kind.eq(kinds[in_vec]),
-            bp.i.payload.head.eq(in_head),
-            bp.i.payload.chan.eq(in_chan),
-            bp.i.payload.first.eq(in_tok == 0),
-            bp.i.payload.last.eq(in_chan == vec_len - 1),
-            bp.i.payload.data.eq(self.tok_in.payload.data),
+            bp_in.i.valid.eq(self.tok_in.valid & accepting),
+            self.tok_in.ready.eq(bp_in.i.ready & accepting),
+            bp_in.i.payload.kind.eq(kinds[in_vec]),
+            bp_in.i.payload.head.eq(in_head),
+            bp_in.i.payload.chan.eq(in_chan),
+            bp_in.i.payload.first.eq(in_tok == 0),
+            bp_in.i.payload.last.eq(in_chan == vec_len - 1),
+            bp_in.i.payload.data.eq(self.tok_in.payload.data),
         ]
         accept = self.tok_in.valid & self.tok_in.ready
         with m.If(accept):

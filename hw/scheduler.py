@@ -479,9 +479,9 @@ class Scheduler:
                     cmd = {"mode": ReadMode.ROW, "i": base + out_row, "j": ctx.j0}
                 self.reads.add(self.buffers[ins.add].rd_cmd, cond, cmd)
 
-        # stage 2: the addend's read takes READ_LATENCY cycles (block RAM, then the buffer's
-        # register), then one more: its words rotated into lane order and registered; s1 waits
-        # beside it
+        # stage 2: the addend's read takes READ_LATENCY cycles (the buffer's command register,
+        # block RAM, then its output register), then one more: its words rotated into lane
+        # order and registered; s1 waits beside it
         s1a = delay_line(m, s1, READ_LATENCY - 1, "s1_read")[-1]
         s1b = Signal.like(s1)
         m.d.sync += s1b.eq(s1a)
