@@ -342,24 +342,28 @@ class BetaPhi(wiring.Component):
             "s2",
         )
 
-        # sigmoid: table index from |y| (activation or logit fractional bits), registered before
-        # the table's address (timing)
+        # sigmoid: |y| registered, then the table index from it (activation or logit fractional
+        # bits), registered before the table's address (timing)
         lut = _sigmoid_lut(cfg.lut_bits)
         rom, tw = _lut_rom(m, lut, "sigmoid_rom")
         y2 = s2["y"]
-        ay = Signal(len(y2) + 1)
-        m.d.comb += ay.eq(Mux(y2 < 0, -y2, y2))
+        s2a = stage(
+            {key: s2[key] for key in ("valid", "kind", "head", "chan", "last", "y")}
+            | {"ay": Mux(y2 < 0, -y2, y2).as_unsigned()},
+            "s2a",
+        )
+        ay = s2a["ay"]
         idx_a, fr_a, sh_a = _lut_index(m, lut, ay, fa.frac_bits, "sig_act")
         idx_b, fr_b, sh_b = _lut_index(m, lut, ay, fin.frac_bits, "sig_logit")
-        is_beta2 = s2["kind"] == Kind.BETA
+        is_beta2 = s2a["kind"] == Kind.BETA
         s2b = stage(
             {
-                "valid": s2["valid"],
-                "kind": s2["kind"],
-                "head": s2["head"],
-                "chan": s2["chan"],
-                "last": s2["last"],
-                "y": y2,
+                "valid": s2a["valid"],
+                "kind": s2a["kind"],
+                "head": s2a["head"],
+                "chan": s2a["chan"],
+                "last": s2a["last"],
+                "y": s2a["y"],
                 "idx": Mux(is_beta2, idx_b, idx_a),
                 "fr": Mux(is_beta2, fr_b, fr_a),
             },

@@ -39,7 +39,9 @@ __all__ = ["figures", "minimal_macs", "predict_chunk", "predict_run"]
 
 FETCH_LATENCY = READ_LATENCY + 2  # issue -> read data -> step FIFO -> array
 RESTART = 1  # last write -> next step issued
-BETA_PHI_LATENCY = 40  # first input word -> BetaPhi's first output word (then LOADER_STAGES)
+# an input word -> out of BetaPhi (the framer's skid buffer and BetaPhi's pipeline), then
+# LOADER_STAGES
+BETA_PHI_LATENCY = 42
 OUTPUT_LATENCY = 2
 
 
