@@ -6,18 +6,19 @@ Three parts, elaborated into the core's module by :class:`Scheduler`:
   their tiles (i0, j0, term, k) exactly as :func:`~deltanet_hw.hw.microcode.tiles` lists them
   (the solve runs on the solver, hw/solver.py, beside the array); each cycle it may issue one
   step: a read of the A operand and of the B operand from their buffers. ``READ_LATENCY``
-  (two) cycles later both words enter a small step FIFO that feeds the array (credits keep the
+  (three) cycles later both words enter a small step FIFO that feeds the array (credits keep the
   FIFO from overflowing, so the buffers never wait). An instruction marked ``wait`` starts only
   when every tile issued before it has been written; one that reads T also waits, head by head,
   for the solver.
 * **MAC array** (hw/mac_array.py), with the tile's mask and position on its last step.
-* **epilogue**: a fixed seven-stage pipeline on the drained rows (never stalls): a first term's rows
-  wait in a partial-sum FIFO for the second term; the addend (U, Vb or S) is read (two cycles: block
-  RAM, then the buffer's register) and rotated into lane order (one more); the terms are aligned to
-  the exact sum's fractional bits and added or subtracted by their signs (the array only adds); the
-  sum is rounded into the instruction's format (the rounding bit and the range first, then the carry
-  and the saturation); the row segment is written (in the buffers' bank order; rows and columns
-  outside the result are dropped). Every rounding that saturates sets the sticky ``saturated``.
+* **epilogue**: a fixed eight-stage pipeline on the drained rows (never stalls): a first term's rows
+  wait in a partial-sum FIFO for the second term; the addend (U, Vb or S) is read (three cycles: the
+  buffer's command register, block RAM, then its output register) and rotated into lane order
+  (one more); the terms are aligned to the exact sum's fractional bits and added or subtracted by
+  their signs (the array only adds); the sum is rounded into the instruction's format (the
+  rounding bit and the range first, then the carry and the saturation); the row segment is
+  written (in the buffers' bank order; rows and columns outside the result are dropped). Every
+  rounding that saturates sets the sticky ``saturated``.
 
 The scheduler holds no memory of its own: the buffers belong to the core (hw/core.py) and the
 scheduler asks for their ports through :class:`PortMux`.
