@@ -257,13 +257,14 @@ class DeltaNetCore(wiring.Component):
                 with m.Case(n):
                     m.d.comb += vec_len.eq(length)
         kinds = Array([Const(kind.value, 3) for kind, _ in frame])
+        vec_end = Signal()  # the vector's last word
         final_word = Signal()
-        m.d.comb += final_word.eq(
-            (in_tok == T - 1)
-            & (in_head == Hr - 1)
-            & (in_vec == len(frame) - 1)
-            & (in_chan == vec_len - 1)
-        )
+        m.d.comb += [
+            vec_end.eq(in_chan == vec_len - 1),
+            final_word.eq(
+                (in_tok == T - 1) & (in_head == Hr - 1) & (in_vec == len(frame) - 1) & vec_end
+            ),
+        ]
         accepting = busy & ~in_done & ~aborted
         m.d.comb += [
             bp_in.i.valid.eq(self.tok_in.valid & accepting),
@@ -272,7 +273,7 @@ class DeltaNetCore(wiring.Component):
             bp_in.i.payload.head.eq(in_head),
             bp_in.i.payload.chan.eq(in_chan),
             bp_in.i.payload.first.eq(in_tok == 0),
-            bp_in.i.payload.last.eq(in_chan == vec_len - 1),
+            bp_in.i.payload.last.eq(vec_end),
             bp_in.i.payload.data.eq(self.tok_in.payload.data),
         ]
         accept = self.tok_in.valid & self.tok_in.ready
@@ -282,7 +283,7 @@ class DeltaNetCore(wiring.Component):
                 m.d.sync += [aborted.eq(1), busy.eq(0)]
             with m.If(final_word):
                 m.d.sync += in_done.eq(1)
-            with m.If(in_chan == vec_len - 1):
+            with m.If(vec_end):
                 m.d.sync += in_chan.eq(0)
                 with m.If(in_vec == len(frame) - 1):
                     m.d.sync += in_vec.eq(0)
